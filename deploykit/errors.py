@@ -1,0 +1,120 @@
+"""The deploykit exception tree: every failure a user can meet, rooted at DeployKitError.
+
+    DeployKitError
+    ├── ArtifactError            model file missing, unreadable or not a model
+    ├── CredentialsError         credentials file missing, bad YAML, missing key, unset ${ENV}
+    ├── MetadataError            metadata.yaml unreadable or corrupt (never overwritten)
+    ├── TargetError              a target cannot be used
+    │   ├── UnknownTargetError       nobody registered that name
+    │   └── TargetUnavailableError   registered, but its SDK (extra) is not installed
+    ├── NotDeployedError         no record for that name (and target) in metadata.yaml
+    ├── DeploymentError          create/update/rollback/delete failed on the target
+    │   ├── DeploymentTimeout        not ready within the timeout
+    │   └── SmokeTestError           deployed, but the example row did not score
+    ├── PayloadError             a scoring payload could not be decoded or encoded
+    │   └── SchemaError              the payload does not fit the model's input schema
+    └── ScoringError             the endpoint answered a scoring request with an error
+
+Every message names the thing that failed, the value seen, and the fix.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from deploykit.deployment import Deployment
+
+__all__ = [
+    "ArtifactError",
+    "CredentialsError",
+    "DeployKitError",
+    "DeploymentError",
+    "DeploymentTimeout",
+    "MetadataError",
+    "NotDeployedError",
+    "PayloadError",
+    "SchemaError",
+    "ScoringError",
+    "SmokeTestError",
+    "TargetError",
+    "TargetUnavailableError",
+    "UnknownTargetError",
+]
+
+
+class DeployKitError(Exception):
+    """Base of every error deploykit raises on purpose; ``str(err)`` is the user message."""
+
+
+class ArtifactError(DeployKitError):
+    """The model file is missing, unreadable, or does not hold a model."""
+
+
+class CredentialsError(DeployKitError):
+    """The credentials file or a credentials value is missing or wrong."""
+
+
+class MetadataError(DeployKitError):
+    """metadata.yaml cannot be read or written; it is left untouched."""
+
+
+class TargetError(DeployKitError):
+    """A target cannot be used."""
+
+
+class UnknownTargetError(TargetError):
+    """No installed plugin registered a target of that name."""
+
+
+class TargetUnavailableError(TargetError):
+    """The target is registered but its SDK is missing; the message names the extra."""
+
+
+class NotDeployedError(DeployKitError):
+    """metadata.yaml has no deployment of that name (on that target)."""
+
+
+class DeploymentError(DeployKitError):
+    """A deploy, update, rollback or delete failed on the target.
+
+    ``deployment`` is set when something was created remotely before the failure, so the
+    caller can record it instead of orphaning it.
+    """
+
+    def __init__(self, message: str, *, deployment: Deployment | None = None) -> None:
+        super().__init__(message)
+        self.deployment = deployment
+
+
+class DeploymentTimeout(DeploymentError):
+    """The deployment did not become ready within the timeout."""
+
+
+class SmokeTestError(DeploymentError):
+    """The deployment is up but scoring its example row failed."""
+
+
+class PayloadError(DeployKitError):
+    """A scoring payload has a shape or value deploykit cannot decode or encode."""
+
+
+class SchemaError(PayloadError):
+    """The payload does not fit the model's input schema.
+
+    ``problems`` lists every offending field as dicts with ``column``, ``row``, ``value``,
+    ``expected`` and ``error`` keys, so a server can answer all of them at once.
+    """
+
+    def __init__(self, message: str, problems: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(message)
+        self.problems = problems or []
+
+
+class ScoringError(DeployKitError):
+    """The deployment answered a scoring request with an error."""
+
+    def __init__(self, message: str, *, status: int | None = None, body: Any = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = body

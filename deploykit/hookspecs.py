@@ -1,0 +1,33 @@
+"""Every hook a deploykit plugin can implement; the reference page docs/plugins.md is checked against it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import pluggy
+
+if TYPE_CHECKING:
+    from deploykit.deployment import Deployment
+    from deploykit.payload import Format
+    from deploykit.target import TargetRegistry
+
+hookspec = pluggy.HookspecMarker("deploykit")
+hookimpl = pluggy.HookimplMarker("deploykit")
+
+__all__ = ["hookimpl", "hookspec"]
+
+
+@hookspec
+def deploykit_register_targets(registry: TargetRegistry) -> None:
+    """Called once when targets are first needed; call ``registry.add(...)`` for each target you provide."""
+
+
+@hookspec
+def deploykit_register_formats(register: Callable[[Format], None]) -> None:
+    """Called once when payload formats are first needed; call ``register(Format(...))`` for each codec you add."""
+
+
+@hookspec
+def deploykit_deployment_changed(event: str, deployment: Deployment) -> None:
+    """Called after a deployment was created, updated, rolled back or deleted (``event`` says which); returns nothing."""

@@ -1,0 +1,283 @@
+"""The local target: deploy = start a detached server process on this machine and record it.
+
+Update and rollback start the next server on the same port (SO_REUSEPORT), check its own
+health socket, then stop the old one, so requests never meet a closed port. Each revision's
+model file is kept under ``.deploykit/artifacts/<sha256>/`` for rollback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from deploykit.artifact import Artifact
+from deploykit.deployment import Deployment
+from deploykit.errors import DeploymentError, ScoringError
+from deploykit.http import request_json
+from deploykit.payload import Predictions, encode
+from deploykit.target import TargetContext, wait_until
+from deploykit_plugins.local.server import TOKEN_ENV, bind
+
+__all__ = ["LocalSettings", "LocalTarget"]
+
+_SERVER_MODULE = "deploykit_plugins.local.server"
+
+
+class LocalSettings(BaseModel):
+    """The ``local:`` section of credentials.yaml; every key is optional."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = Field(0, ge=0, le=65535, description="0 picks a free port on first deploy")
+    token: SecretStr | None = None
+    certfile: str | None = None
+    keyfile: str | None = None
+    max_body_bytes: int = Field(32 * 1024 * 1024, gt=0)
+    python: str | None = Field(None, description="interpreter for the server process (default: this one)")
+
+
+def _free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def _is_our_server(pid: int) -> bool:
+    """True if ``pid`` runs a deploykit local server (guards against a recycled pid)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return _alive(pid)  # no /proc (macOS): trust the pid
+    return _SERVER_MODULE.encode() in cmdline and _alive(pid)
+
+
+def _alive(pid: int) -> bool:
+    with contextlib.suppress(ChildProcessError, OSError):
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:  # our own child that exited: reap it
+            return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    with contextlib.suppress(OSError):
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
+    return True
+
+
+def _stop(pid: int, grace: float = 15.0) -> None:
+    """SIGTERM (uvicorn finishes in-flight requests), then SIGKILL after ``grace`` seconds."""
+    if not _is_our_server(pid):
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    if _alive(pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _tail(path: str | None, lines: int = 15) -> str:
+    if not path:
+        return ""
+    with contextlib.suppress(OSError):
+        text = Path(path).read_text(errors="replace").strip().splitlines()[-lines:]
+        return "\n".join(text)
+    return ""
+
+
+class LocalTarget:
+    """Deployer and Scorer for a server process on this machine."""
+
+    def __init__(self, context: TargetContext) -> None:
+        self.context = context
+        self.settings: LocalSettings = context.settings
+        self.dir = context.state_dir
+
+    # -- helpers --------------------------------------------------------------------------
+    @property
+    def _token(self) -> str | None:
+        return self.settings.token.get_secret_value() if self.settings.token else None
+
+    @property
+    def _scheme(self) -> str:
+        return "https" if self.settings.certfile else "http"
+
+    def _keep(self, artifact: Artifact) -> tuple[Path, Path]:
+        """Copy the model (and its schema) to the artifact store so rollback can re-serve it."""
+        folder = self.dir / "artifacts" / artifact.sha256
+        folder.mkdir(parents=True, exist_ok=True)
+        model = folder / ("model" + "".join(artifact.path.suffixes) if artifact.path.is_file() else "model")
+        if not model.exists():
+            tmp = folder / (model.name + ".tmp")
+            if artifact.path.is_dir():
+                shutil.copytree(artifact.path, tmp, dirs_exist_ok=True)
+            else:
+                shutil.copy2(artifact.path, tmp)
+            os.replace(tmp, model)
+        schema = folder / "schema.json"
+        schema.write_text(json.dumps(artifact.schema.to_dict(), indent=1))
+        return model, schema
+
+    def _start(self, name: str, revision: int, model: Path, schema: Path, port: int, replacing: bool) -> Deployment:
+        host = self.settings.host
+        if not replacing:
+            try:
+                bind(host, port).close()
+            except OSError as exc:
+                code = "in use by another process" if exc.errno == errno.EADDRINUSE else exc.strerror
+                raise DeploymentError(
+                    f"port {port} on {host} is {code}; set local.port in credentials.yaml to a free port, "
+                    "or 0 to let deploykit pick one"
+                ) from None
+        run = self.dir / "run"
+        logs = self.dir / "logs"
+        run.mkdir(parents=True, exist_ok=True)
+        logs.mkdir(parents=True, exist_ok=True)
+        state_file = run / f"{name}-{revision}-{time.time_ns()}.json"
+        log = logs / f"{name}.log"
+        cmd = [self.settings.python or sys.executable, "-m", _SERVER_MODULE, "--model", str(model),
+               "--schema", str(schema), "--name", name, "--revision", str(revision), "--host", host,
+               "--port", str(port), "--reuse-port", "--state-file", str(state_file),
+               "--max-body-bytes", str(self.settings.max_body_bytes)]
+        if self.settings.certfile:
+            cmd += ["--certfile", self.settings.certfile, "--keyfile", self.settings.keyfile or self.settings.certfile]
+        env = dict(os.environ)
+        env.pop(TOKEN_ENV, None)
+        if self._token:
+            env[TOKEN_ENV] = self._token
+        with log.open("ab") as out:
+            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                    env=env, start_new_session=True, close_fds=True)
+        url = f"{self._scheme}://{'127.0.0.1' if host == '0.0.0.0' else host}:{port}"
+        ids = {"pid": proc.pid, "port": port, "host": host, "model_file": str(model), "schema_file": str(schema),
+               "state_file": str(state_file), "log": str(log)}
+        return Deployment(name=name, target="local", revision=revision, status="starting", url=url, ids=ids)
+
+    # -- Deployer -------------------------------------------------------------------------
+    def deploy(self, artifact: Artifact, name: str) -> Deployment:
+        """Start a server for ``artifact`` on the configured port (or a free one)."""
+        model, schema = self._keep(artifact)
+        port = self.settings.port or _free_port(self.settings.host)
+        return self._start(name, 1, model, schema, port, replacing=False)
+
+    def update(self, current: Deployment, artifact: Artifact) -> Deployment:
+        """Start the new revision beside the old one on the same port; ``wait_ready`` stops the old."""
+        model, schema = self._keep(artifact)
+        return self._replace(current, model, schema, current.revision + 1)
+
+    def _replace(self, current: Deployment, model: Path, schema: Path, revision: int) -> Deployment:
+        port = int(current.ids.get("port") or self.settings.port or _free_port(self.settings.host))
+        old_pid = current.ids.get("pid")
+        running = bool(old_pid) and _is_our_server(int(old_pid))
+        new = self._start(current.name, revision, model, schema, port, replacing=running)
+        if running:
+            new.ids["replaces_pid"] = int(old_pid)  # type: ignore[arg-type]
+        return new
+
+    def rollback(self, current: Deployment, previous: Deployment) -> Deployment:
+        """Re-serve ``previous``'s kept model file on the same port."""
+        model = Path(previous.ids.get("model_file", ""))
+        schema = Path(previous.ids.get("schema_file", ""))
+        if not model.exists():
+            raise DeploymentError(
+                f"revision {previous.revision}'s model file {str(model)!r} is gone from the artifact store; "
+                f"deploy that model file again instead of rolling back"
+            )
+        return self._replace(current, model, schema, previous.revision)
+
+    def wait_ready(self, deployment: Deployment, timeout: float) -> Deployment:
+        """Wait for the new process's health socket; then stop the process it replaces."""
+        pid = int(deployment.ids["pid"])
+        state_file = Path(deployment.ids["state_file"])
+
+        def check() -> dict[str, Any] | None:
+            if not _alive(pid):
+                raise DeploymentError(
+                    f"the local server for {deployment.name!r} (pid {pid}) exited during start-up; "
+                    f"its log ({deployment.ids.get('log')}) ends with:\n{_tail(deployment.ids.get('log'))}"
+                )
+            if not state_file.exists():
+                return None
+            state: dict[str, Any] = json.loads(state_file.read_text())
+            try:
+                status, body = request_json("GET", f"http://127.0.0.1:{state['health_port']}/health",
+                                            timeout=2, retries=0)
+            except ScoringError:
+                return None
+            return state if status == 200 and body.get("pid") == pid else None
+
+        state = wait_until(check, timeout=timeout, what=f"local server {deployment.name!r} (pid {pid})",
+                           progress=self.context.progress)
+        deployment.ids["health_port"] = state["health_port"]
+        old = deployment.ids.pop("replaces_pid", None)
+        if old:
+            _stop(int(old))
+        deployment.status = "ready"
+        return deployment
+
+    def delete(self, current: Deployment) -> None:
+        """Stop the server process (if it still runs) and remove its run file."""
+        if current.ids.get("pid"):
+            _stop(int(current.ids["pid"]))
+        if current.ids.get("replaces_pid"):
+            _stop(int(current.ids["replaces_pid"]))
+        with contextlib.suppress(OSError):
+            Path(current.ids.get("state_file", "")).unlink()
+
+    def get(self, current: Deployment) -> Deployment:
+        """Status from the process and its /health: ready, unhealthy or stopped."""
+        pid = current.ids.get("pid")
+        refreshed = Deployment.from_dict(current.name, current.target, current.to_dict())
+        if not pid or not _is_our_server(int(pid)):
+            refreshed.status = "stopped"
+            return refreshed
+        try:
+            status, body = request_json("GET", f"{current.url}/health", timeout=5, retries=1, verify=self._verify)
+        except ScoringError:
+            status, body = 0, None
+        ok = status == 200 and isinstance(body, dict) and body.get("model_sha256") == current.model_sha256
+        refreshed.status = "ready" if ok else "unhealthy"
+        return refreshed
+
+    def list(self) -> list[Deployment]:
+        """Servers of this metadata folder that are running now (from their run files)."""
+        out = []
+        for path in sorted((self.dir / "run").glob("*.json")):
+            with contextlib.suppress(OSError, ValueError, KeyError):
+                state = json.loads(path.read_text())
+                if _is_our_server(int(state["pid"])):
+                    name = path.name.rsplit("-", 2)[0]
+                    out.append(Deployment(name=name, target="local", status="ready",
+                                          url=f"{self._scheme}://{self.settings.host}:{state['port']}", ids=state))
+        return out
+
+    # -- Scorer ---------------------------------------------------------------------------
+    @property
+    def _verify(self) -> bool | str:
+        return self.settings.certfile or True
+
+    def score(self, deployment: Deployment, frame: Any) -> Predictions:
+        """POST the rows as records to ``/predict`` and decode the answer."""
+        status, body = request_json("POST", f"{deployment.url}/predict", encode(frame, "records"),
+                                    token=self._token, verify=self._verify)
+        if status != 200:
+            message = body.get("error") if isinstance(body, dict) else body
+            raise ScoringError(f"{deployment.url}/predict answered {status}: {message}", status=status, body=body)
+        return Predictions.decode(body)
