@@ -52,11 +52,14 @@ class State:
                           target="watsonml", status="unknown", ids=ids,
                           url=self.data.get("scoring_url"), created_at="", updated_at="")
 
+    def _records(self) -> list[Deployment]:
+        return [Deployment.from_dict(name, target, rec)
+                for name, targets in sorted(self._section().items()) if isinstance(targets, dict)
+                for target, rec in sorted(targets.items()) if isinstance(rec, dict)]
+
     def all(self) -> list[Deployment]:
         """Every recorded deployment, sorted by name then target."""
-        out = [Deployment.from_dict(name, target, rec)
-               for name, targets in sorted(self._section().items()) if isinstance(targets, dict)
-               for target, rec in sorted(targets.items()) if isinstance(rec, dict)]
+        out = self._records()
         legacy = self._legacy()
         if legacy and not any(d.target == "watsonml" for d in out):
             out.append(legacy)
@@ -67,7 +70,7 @@ class State:
         matches = [d for d in self.all() if d.name == name and (target is None or d.target == target)]
         if not matches and target == "watsonml":
             legacy = self._legacy()  # an older script's flat keys: adopt them under this name
-            if legacy and not any(d.target == "watsonml" for d in self.all() if d is not legacy):
+            if legacy and not any(d.target == "watsonml" for d in self._records()):
                 legacy.name = name
                 return legacy
         if len(matches) > 1:

@@ -217,8 +217,9 @@ class LocalTarget:
                 return None
             state: dict[str, Any] = json.loads(state_file.read_text())
             try:
-                status, body = request_json("GET", f"http://127.0.0.1:{state['health_port']}/health",
-                                            timeout=2, retries=0)
+                # our own process on loopback, identified by pid: no certificate check needed
+                status, body = request_json("GET", f"{self._scheme}://127.0.0.1:{state['health_port']}/health",
+                                            timeout=2, retries=0, verify=False)
             except ScoringError:
                 return None
             return state if status == 200 and body.get("pid") == pid else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import ssl
 import subprocess
@@ -166,6 +167,15 @@ def test_wrong_credentials_are_rejected(mode: str, watson_emulator: WatsonEmulat
     assert response.json()
 
 
+def test_cpd_password_login_uses_bedrock_flow(watson_emulator: WatsonEmulator,
+                                              watson_client: Callable[..., APIClient]) -> None:
+    client = watson_client("cpd", api_key=None, password="test-password", bedrock_url=watson_emulator.url)
+    assert client.software_specifications.get_id_by_name("runtime-25.1-py3.12")
+    assert watson_emulator.calls("POST", r"^/idprovider/v1/auth/identitytoken$")
+    assert watson_emulator.calls("GET", r"^/v1/preauth/validateAuth$")
+    assert not watson_emulator.calls("POST", r"^/icp4d-api/v1/authorize$")
+
+
 def test_unknown_space_and_space_paging(watson_emulator: WatsonEmulator,
                                         watson_client: Callable[..., APIClient]) -> None:
     client = watson_client("cpd")
@@ -232,8 +242,7 @@ def test_failed_deployment_raises_in_clients_own_wait_loop(watson_emulator: Wats
                                                            pipeline_v1: Pipeline) -> None:
     client = watson_client("cpd")
     model_id = _store(client, pipeline_v1)
-    watson_emulator.deployment_outcome = "failed"
-    watson_emulator.deployment_failure_message = "Out of memory while loading model"
+    watson_emulator.fail_next_deployment("Out of memory while loading model")
     names = client.deployments.ConfigurationMetaNames
     started = time.monotonic()
     with pytest.raises(WMLClientError, match="Out of memory while loading model"):
@@ -316,6 +325,9 @@ def test_raw_protocol_errors(watson_emulator: WatsonEmulator, watson_client: Cal
         forged = http.get("/v2/spaces", headers={"Authorization": f"Bearer {token[:-4]}AAAA"})
         assert forged.status_code == 401
 
+        zen = base64.b64encode(b"admin:test-api-key").decode()
+        assert http.get("/v2/spaces", headers={"Authorization": f"ZenApiKey {zen}"}).status_code == 200
+
         auth = {"Authorization": f"Bearer {token}"}
         assert http.get("/ml/v4/nothing-here", headers=auth).json()["errors"][0]["code"] == "not_found"
         missing = http.get(f"/ml/v4/deployments/{uuid.uuid4()}", headers=auth,
@@ -378,6 +390,21 @@ def test_cloud_mode_upload_ignores_verify_without_swagger_ca(watson_emulator: Wa
     with pytest.raises(WMLClientError, match="CERTIFICATE_VERIFY_FAILED"):
         _store(client, pipeline_v1)
     assert watson_emulator.models == {}
+
+
+def test_reset_empties_state_but_keeps_space_and_tokens(watson_emulator: WatsonEmulator,
+                                                        watson_client: Callable[..., APIClient],
+                                                        pipeline_v1: Pipeline) -> None:
+    client = watson_client("cpd")
+    model_id = _store(client, pipeline_v1)
+    _deploy(client, model_id)
+    watson_emulator.ready_after_polls = 5
+    watson_emulator.fail_next("GET", ".", 500, times=10)
+    space_id = watson_emulator.space_id
+    watson_emulator.reset()
+    assert watson_emulator.models == {} and watson_emulator.deployments == {} and watson_emulator.requests == []
+    assert watson_emulator.ready_after_polls == 0 and list(watson_emulator.spaces) == [space_id]
+    assert _store(client, pipeline_v1) in watson_emulator.models
 
 
 def test_standalone_entry_point_prints_connection_details() -> None:

@@ -14,6 +14,7 @@ import json
 import logging
 import re
 import shutil
+import signal
 import socket
 import ssl
 import tarfile
@@ -24,7 +25,7 @@ import uuid
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 log = logging.getLogger(__name__)
@@ -33,8 +34,6 @@ DEFAULT_SPACE_NAME = "deploykit-test"
 SOFTWARE_SPECS = ("runtime-24.1-py3.11", "runtime-25.1-py3.12")
 HARDWARE_SPECS = ("XXS", "XS", "S", "M", "L", "XL")
 IN_PROGRESS = {"initializing", "updating"}
-JOB_STATES = ("queued", "running", "completed")
-UUID_RE = r"[0-9a-fA-F-]{36}"
 
 
 class LoggedRequest(NamedTuple):
@@ -276,20 +275,10 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s - %s", self.address_string(), format % args)
 
-    def do_GET(self) -> None:
-        self._dispatch("GET")
+    def _dispatch_command(self) -> None:
+        self._dispatch(self.command)
 
-    def do_POST(self) -> None:
-        self._dispatch("POST")
-
-    def do_PUT(self) -> None:
-        self._dispatch("PUT")
-
-    def do_PATCH(self) -> None:
-        self._dispatch("PATCH")
-
-    def do_DELETE(self) -> None:
-        self._dispatch("DELETE")
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _dispatch_command
 
     def _read_body(self) -> bytes:
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
@@ -336,7 +325,13 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class WatsonEmulator:
-    """In-process Watson Machine Learning service for CPD (username + api_key) and Cloud (IAM api key) clients."""
+    """In-process Watson Machine Learning service for CPD (username + api_key) and Cloud (IAM api key) clients.
+
+    Knobs, all safe to change while serving: `token_ttl` (seconds, for tokens issued afterwards);
+    `ready_after_polls` (a created or updated deployment answers its in-progress state to that many
+    GETs of /ml/v4/deployments/{id}, then its outcome); `deployment_outcome`/`deployment_failure_message`
+    or `fail_next_deployment()` (one-shot); `fail_next()`; `expire_tokens()`.
+    """
 
     def __init__(
         self,
@@ -353,15 +348,18 @@ class WatsonEmulator:
     ) -> None:
         self.host, self.port = host, port
         self.username, self.api_key, self.password = username, api_key, password
-        self.token_ttl = token_ttl
-        self.ready_after_polls = ready_after_polls
         self.cpd_version = cpd_version
         self.space_name = space_name
+        self._defaults = {"token_ttl": token_ttl, "ready_after_polls": ready_after_polls}
+        # Stable across reset() so a credentials.yaml written once stays valid for a whole session.
+        self.space_id = str(uuid.uuid4())
         self.url = ""
         self.ca_path = ""
         self._lock = threading.RLock()
         self._cache_lock = threading.Lock()
         self._secret = uuid.uuid4().bytes
+        self._issued: set[str] = set()
+        self._expired: set[str] = set()
         self._server: _TLSServer | None = None
         self._thread: threading.Thread | None = None
         self._tmpdir: str | None = None
@@ -375,7 +373,7 @@ class WatsonEmulator:
                 ("GET", r"/v1/preauth/validateAuth", "_cpd_validate_auth", False),
                 ("POST", r"/identity/token", "_iam_token", False),
                 ("GET", r"/v2/spaces", "_list_spaces", True),
-                ("GET", rf"/v2/spaces/(?P<id>[^/]+)", "_get_space", True),
+                ("GET", r"/v2/spaces/(?P<id>[^/]+)", "_get_space", True),
                 ("GET", r"/v2/software_specifications", "_list_sw_specs", True),
                 ("GET", r"/v2/software_specifications/(?P<id>[^/]+)", "_get_sw_spec", True),
                 ("GET", r"/v2/hardware_specifications", "_list_hw_specs", True),
@@ -441,7 +439,10 @@ class WatsonEmulator:
         self.stop()
 
     def reset(self) -> None:
-        """Forget every model, deployment, job, token, fault and logged request; keep one fresh space."""
+        """Forget models, deployments, jobs, extra spaces, faults and the request log; restore the knobs.
+
+        Issued tokens stay valid, so clients built before a reset keep working.
+        """
         with self._lock:
             self._models: dict[str, StoredModel] = {}
             self._deployments: dict[str, StoredDeployment] = {}
@@ -449,11 +450,11 @@ class WatsonEmulator:
             self._spaces: dict[str, dict[str, Any]] = {}
             self._requests: list[LoggedRequest] = []
             self._faults: list[FaultRule] = []
-            self._issued: set[str] = set()
-            self._expired: set[str] = set()
+            self.token_ttl: int = self._defaults["token_ttl"]
+            self.ready_after_polls: int = self._defaults["ready_after_polls"]
             self.deployment_outcome = "ready"
             self.deployment_failure_message = "Deployment failed: injected by the emulator"
-            self.space_id = self.add_space(self.space_name)
+            self.add_space(self.space_name, space_id=self.space_id)
         with self._cache_lock:
             self._loaded: dict[tuple[str, str], Any] = {}
 
@@ -469,8 +470,8 @@ class WatsonEmulator:
                     "auth_url": f"{self.url}/identity/token", "verify": self.ca_path}
         raise ValueError(f"unknown mode {mode!r}; expected 'cpd' or 'cloud'")
 
-    def add_space(self, name: str) -> str:
-        space_id = str(uuid.uuid4())
+    def add_space(self, name: str, space_id: str | None = None) -> str:
+        space_id = space_id or str(uuid.uuid4())
         created = _now()
         with self._lock:
             self._spaces[space_id] = {
@@ -487,6 +488,12 @@ class WatsonEmulator:
         """Answer the next `times` requests whose method and path match with `status` (method "*" = any)."""
         with self._lock:
             self._faults.append(FaultRule(method.upper(), re.compile(path_regex), status, times, body))
+
+    def fail_next_deployment(self, message: str) -> None:
+        """Make the next created or asset-updated deployment fail with `message`."""
+        with self._lock:
+            self.deployment_outcome = "failed"
+            self.deployment_failure_message = message
 
     def expire_tokens(self) -> None:
         """Treat every token issued so far as expired, as if the clock jumped past their exp."""
@@ -580,7 +587,10 @@ class WatsonEmulator:
     def _authenticate(self, request: Request) -> None:
         scheme, _, credential = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() == "zenapikey":
-            user, _, key = base64.b64decode(credential + "==").decode(errors="replace").partition(":")
+            try:
+                user, _, key = base64.b64decode(credential + "==").decode(errors="replace").partition(":")
+            except ValueError:
+                user, key = "", ""
             if user == self.username and key == self.api_key:
                 return
             raise ApiError(401, "authentication_failed", "Invalid ZenApiKey credentials.")
@@ -999,13 +1009,15 @@ class WatsonEmulator:
                 raise ApiError(400, "invalid_input_data", f"input_data[{index}] must be an object with a 'values' array.")
             values = block["values"]
             fields = block.get("fields") or expected
-            if not all(isinstance(row, list) and len(row) == len(fields) for row in values) or not values:
+            width = len(fields) if fields else len(values[0]) if values and isinstance(values[0], list) else 0
+            if not values or not all(isinstance(row, list) and len(row) == width for row in values):
                 raise ApiError(400, "invalid_input_data",
-                               f"input_data[{index}].values must be a non-empty array of rows with {len(fields)} values each.")
+                               f"input_data[{index}].values must be a non-empty array of rows with {width} values each.")
             missing = [f for f in expected if f not in fields]
             if missing:
                 raise ApiError(400, "missing_fields", f"input_data[{index}] is missing required fields: {missing}.")
-            frame = pd.DataFrame(values, columns=fields)
+            # Estimators fitted on bare arrays have no feature names; give them positional columns.
+            frame = pd.DataFrame(values, columns=fields or None)
             if expected:
                 frame = frame[expected]
             try:
@@ -1119,11 +1131,14 @@ def main(argv: list[str] | None = None) -> None:
         print("\n# credentials.yaml, Cloud Pak for Data mode")
         print("\n".join(f"{k}: {json.dumps(v)}" for k, v in cpd.items()))
         print(f"space_id: {json.dumps(emulator.space_id)}")
-        print("\n# credentials.yaml, IBM Cloud mode (also set the swagger Configuration().ssl_ca_cert, see README)")
+        print("\n# credentials.yaml, IBM Cloud mode. The client's model-upload sub-client ignores `verify` here:\n"
+              "# also set ibm_watsonx_ai.libs.repo.swagger_client.configuration.Configuration().ssl_ca_cert to the CA.")
         print("\n".join(f"{k}: {json.dumps(v)}" for k, v in cloud.items()))
         print(f"space_id: {json.dumps(emulator.space_id)}")
         print("\nCtrl-C to stop.", flush=True)
         stop = threading.Event()
+        # SIGTERM must unwind the `with` block too, or the temporary CA directory is left behind.
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
         try:
             stop.wait()
         except KeyboardInterrupt:

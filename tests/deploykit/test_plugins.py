@@ -1,0 +1,102 @@
+"""Plugins: built-ins load through the same hook, unknown and unavailable targets explain themselves."""
+
+from __future__ import annotations
+
+import inspect
+import re
+from pathlib import Path
+
+import pytest
+
+import deploykit
+from deploykit import hookspecs, plugins
+from deploykit.errors import TargetUnavailableError, UnknownTargetError
+from deploykit.target import Deployer, Scorer, TargetRegistry
+
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "plugins.md"
+
+
+def test_builtin_targets_are_registered() -> None:
+    names = plugins.get_registry().names()
+    assert {"local", "memory"} <= set(names)
+
+
+def test_unknown_target_lists_installed_ones() -> None:
+    with pytest.raises(UnknownTargetError, match=r"unknown target 'nope'; installed targets: .*local.*memory"):
+        plugins.get_registry().info("nope")
+
+
+def test_missing_sdk_names_the_extra() -> None:
+    registry = TargetRegistry()
+    registry.add("fancy", "fancy_sdk.target:Fancy", requires=("fancy_sdk_not_installed",), extra="fancy")
+    info = registry.info("fancy")
+    assert info.missing == ["fancy_sdk_not_installed"]
+    with pytest.raises(TargetUnavailableError, match=r"pip install 'deploykit\[fancy\]'"):
+        info.load()
+
+
+def test_third_party_plugin_registers_a_target(monkeypatch: pytest.MonkeyPatch) -> None:
+    from deploykit.hookspecs import hookimpl
+    from deploykit_plugins.memory import MemoryTarget
+
+    class Plugin:
+        @hookimpl
+        def deploykit_register_targets(self, registry):
+            registry.add("thirdparty", MemoryTarget, description="a plugin's target")
+
+    plugins.reset()
+    pm = plugins.get_plugin_manager()
+    pm.register(Plugin())
+    try:
+        assert "thirdparty" in plugins.get_registry()
+    finally:
+        plugins.reset()
+
+
+def test_plugin_allow_list(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DEPLOYKIT_PLUGINS", "memory")
+    plugins.reset()
+    try:
+        assert plugins.get_registry().names() == ["memory"]
+    finally:
+        monkeypatch.delenv("DEPLOYKIT_PLUGINS")
+        plugins.reset()
+
+
+def test_builtin_targets_implement_both_interfaces(tmp_path: Path) -> None:
+    for info in plugins.get_registry():
+        if info.missing:
+            continue
+        cls = info.load()
+        for proto in (Deployer, Scorer):
+            for method in ("deploy", "update", "rollback", "delete", "get", "list", "wait_ready") if proto is Deployer else ("score",):
+                assert callable(getattr(cls, method, None)), f"{info.name} lacks {method}"
+
+
+def test_every_hook_and_argument_is_documented() -> None:
+    text = DOCS.read_text()
+    for name, func in inspect.getmembers(hookspecs, inspect.isfunction):
+        if not name.startswith("deploykit_"):
+            continue
+        args = ", ".join(inspect.signature(func).parameters)
+        assert f"### {name}({args})" in text, f"docs/plugins.md lacks '### {name}({args})'"
+        assert func.__doc__, f"{name} has no docstring"
+    documented = set(re.findall(r"^### (deploykit_\w+)", text, re.M))
+    assert documented == {n for n, _ in inspect.getmembers(hookspecs, inspect.isfunction) if n.startswith("deploykit_")}
+
+
+def test_public_api_is_sorted_and_complete() -> None:
+    assert deploykit.__all__ == sorted(deploykit.__all__)
+    for name in deploykit.__all__:
+        obj = getattr(deploykit, name)
+        assert obj.__doc__, f"deploykit.{name} has no docstring"
+
+
+def test_import_is_cheap() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, deploykit; heavy = [m for m in ('pandas', 'numpy', 'fastapi', 'uvicorn', 'pydantic', "
+            "'mlflow', 'ibm_watsonx_ai', 'boto3', 'sklearn', 'yaml') if m in sys.modules]; print(heavy)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
