@@ -7,7 +7,8 @@
 Importing deploykit is cheap: FastAPI, uvicorn, pandas and cloud SDKs load only when used.
 """
 
-from deploykit.deployment import Deployment
+from typing import TYPE_CHECKING, Any
+
 from deploykit.errors import (
     ArtifactError,
     CredentialsError,
@@ -24,8 +25,23 @@ from deploykit.errors import (
     TargetUnavailableError,
     UnknownTargetError,
 )
-from deploykit.lifecycle import delete, deploy, list_deployments, rollback, score, status
-from deploykit.payload import Predictions
+
+if TYPE_CHECKING:
+    from deploykit.deployment import Deployment
+    from deploykit.lifecycle import delete, deploy, list_deployments, rollback, score, status
+    from deploykit.payload import Predictions
+
+# Loaded on first attribute access (PEP 562), so `import deploykit` costs only the error classes.
+_LAZY = {
+    "Deployment": "deploykit.deployment",
+    "Predictions": "deploykit.payload",
+    "delete": "deploykit.lifecycle",
+    "deploy": "deploykit.lifecycle",
+    "list_deployments": "deploykit.lifecycle",
+    "rollback": "deploykit.lifecycle",
+    "score": "deploykit.lifecycle",
+    "status": "deploykit.lifecycle",
+}
 
 __version__ = "0.1.0"
 
@@ -53,3 +69,18 @@ __all__ = [
     "score",
     "status",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'deploykit' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

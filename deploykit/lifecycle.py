@@ -141,7 +141,8 @@ def _update(state: State, tgt: Any, current: Deployment, artifact: Artifact, tim
         _smoke(tgt, ready, artifact)
     except DeployKitError as exc:
         restored = _restore(state, tgt, updated, current, timeout)
-        raise SmokeTestError(
+        kind = SmokeTestError if isinstance(exc, SmokeTestError) else DeploymentError
+        raise kind(
             f"revision {updated.revision} of {current.name!r} on {current.target} failed ({exc}); "
             f"rolled back to revision {restored.revision}, which serves again"
         ) from None

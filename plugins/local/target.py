@@ -192,7 +192,17 @@ class LocalTarget:
         return new
 
     def rollback(self, current: Deployment, previous: Deployment) -> Deployment:
-        """Re-serve ``previous``'s kept model file on the same port."""
+        """Re-serve ``previous``'s kept model file on the same port.
+
+        After an update whose new process never became ready, the previous process is still
+        serving: the failed one is stopped and the previous one kept as it is.
+        """
+        old_pid = previous.ids.get("pid")
+        if current.ids.get("replaces_pid") == old_pid and old_pid and _is_our_server(int(old_pid)):
+            _stop(int(current.ids["pid"]))
+            kept = Deployment.from_dict(previous.name, previous.target, previous.to_dict())
+            kept.status = "starting"
+            return kept
         model = Path(previous.ids.get("model_file", ""))
         schema = Path(previous.ids.get("schema_file", ""))
         if not model.exists():
@@ -224,8 +234,12 @@ class LocalTarget:
                 return None
             return state if status == 200 and body.get("pid") == pid else None
 
-        state = wait_until(check, timeout=timeout, what=f"local server {deployment.name!r} (pid {pid})",
-                           progress=self.context.progress)
+        try:
+            state = wait_until(check, timeout=timeout, what=f"local server {deployment.name!r} (pid {pid})",
+                               progress=self.context.progress)
+        except DeploymentError:
+            _stop(pid, grace=2)  # never leave a half-started server holding the port
+            raise
         deployment.ids["health_port"] = state["health_port"]
         old = deployment.ids.pop("replaces_pid", None)
         if old:

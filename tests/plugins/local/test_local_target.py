@@ -228,3 +228,20 @@ def test_serve_in_the_foreground(project, bank_model, bank_rows) -> None:
     finally:
         proc.terminate()
         proc.wait(20)
+
+
+def test_failed_update_keeps_the_old_revision_serving(project, bank_model, bank_model_v2, bank_rows) -> None:
+    dep = deploykit.deploy(bank_model, name="bank")
+    try:
+        crash = project.dir / "crash.sh"
+        crash.write_text("#!/bin/sh\necho 'ImportError: simulated broken environment' >&2\nexit 1\n")
+        crash.chmod(0o755)
+        project.write_credentials(f"local:\n  python: {crash}\n")
+        with pytest.raises(DeploymentError, match=r"(?s)revision 2 .*failed.*rolled back to revision 1"):
+            deploykit.deploy(bank_model_v2, name="bank")
+        recorded = yaml.safe_load(project.metadata.read_text())["deployments"]["bank"]["local"]
+        assert (recorded["revision"], recorded["ids"]["pid"], recorded["status"]) == (1, dep.ids["pid"], "ready")
+        assert deploykit.score("bank", bank_rows).labels == _expected(bank_model, bank_rows)
+    finally:
+        project.write_credentials("local:\n  port: 0\n")
+        deploykit.delete("bank")
