@@ -173,7 +173,7 @@ def load_artifact(source: str | Path, schema: str | Path | Schema | None = None)
     if text.startswith(("models:/", "runs:/")):
         from deploykit_plugins.mlflow.artifact import load_registry_artifact
 
-        return load_registry_artifact(text, schema)
+        return load_registry_artifact(text, schema)  # type: ignore[no-any-return]
     path = Path(source).expanduser()
     if not path.exists():
         raise ArtifactError(f"model file {text!r} does not exist; pass {_LOADERS_HINT}")
@@ -181,7 +181,7 @@ def load_artifact(source: str | Path, schema: str | Path | Schema | None = None)
         if (path / "MLmodel").is_file():
             from deploykit_plugins.mlflow.artifact import load_mlflow_dir
 
-            return load_mlflow_dir(path, schema)
+            return load_mlflow_dir(path, schema)  # type: ignore[no-any-return]
         raise ArtifactError(f"{text!r} is a directory without an MLmodel file; pass {_LOADERS_HINT}")
     try:
         digest = sha256_of(path)

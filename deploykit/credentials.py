@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 from deploykit.errors import CredentialsError
@@ -82,13 +83,13 @@ def _read_file(path: Path) -> dict[str, Any]:
     return data
 
 
-def load_section(target: str, path: str | Path | None = None, *, env: dict[str, str] | None = None) -> dict[str, Any]:
+def load_section(target: str, path: str | Path | None = None, *, env: Mapping[str, str] | None = None) -> dict[str, Any]:
     """The ``target`` section of the credentials, interpolated, with env overrides applied.
 
     ``path`` None means ``./credentials.yaml`` if it exists, else environment variables only.
     An explicit path that does not exist is an error.
     """
-    env = os.environ if env is None else env
+    environ: Mapping[str, str] = os.environ if env is None else env
     source = "environment"
     data: dict[str, Any] = {}
     if path is not None or DEFAULT_PATH.is_file():
@@ -102,9 +103,9 @@ def load_section(target: str, path: str | Path | None = None, *, env: dict[str, 
         section = {}
     if not isinstance(section, dict):
         raise CredentialsError(f"{source}: section {target!r} must be a mapping of keys, got {section!r}")
-    section = _interpolate(section, target, source)
+    section = dict(_interpolate(section, target, source))
     prefix = f"DEPLOYKIT_{target.upper()}_"
-    for var, value in env.items():
+    for var, value in environ.items():
         if var.startswith(prefix) and len(var) > len(prefix):
             section[var[len(prefix):].lower()] = value
     section.setdefault("__source__", source)

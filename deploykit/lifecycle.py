@@ -16,9 +16,10 @@ from deploykit.errors import DeployKitError, DeploymentError, NotDeployedError, 
 
 if TYPE_CHECKING:
     from deploykit.artifact import Artifact
-    from deploykit.metadata import State
+    from deploykit.metadata import MetadataStore, State
     from deploykit.payload import Predictions
     from deploykit.schema import Schema
+    from deploykit.target import Target
 
 __all__ = ["delete", "deploy", "list_deployments", "rollback", "score", "status"]
 
@@ -26,20 +27,20 @@ DEFAULT_TIMEOUT = 600.0
 PathLike = str | Path
 
 
-def _store(metadata: PathLike | None) -> Any:
+def _store(metadata: PathLike | None) -> MetadataStore:
     from deploykit.metadata import DEFAULT_PATH, MetadataStore
 
     return MetadataStore(metadata if metadata is not None else DEFAULT_PATH)
 
 
-def _open(target: str, credentials: PathLike | None, store: Any, timeout: float,
-          progress: Callable[[str], None] | None) -> Any:
+def _open(target: str, credentials: PathLike | None, store: MetadataStore, timeout: float,
+          progress: Callable[[str], None] | None) -> Target:
     from deploykit.target import open_target, terminal_progress
 
-    return open_target(target, credentials, store.state_dir, progress or terminal_progress(), timeout)
+    return open_target(target, credentials, store.state_dir, progress or terminal_progress(), timeout)  # type: ignore[no-any-return]
 
 
-def _smoke(tgt: Any, deployment: Deployment, artifact: Artifact) -> None:
+def _smoke(tgt: Target, deployment: Deployment, artifact: Artifact) -> None:
     if not artifact.example:
         return
     import pandas as pd
@@ -98,7 +99,7 @@ def deploy(model: PathLike | Artifact, *, target: str = "local", name: str | Non
         return _update(state, tgt, current, artifact, timeout)
 
 
-def _create(state: State, tgt: Any, artifact: Artifact, name: str, timeout: float) -> Deployment:
+def _create(state: State, tgt: Target, artifact: Artifact, name: str, timeout: float) -> Deployment:
     try:
         created = tgt.deploy(artifact, name)
     except DeploymentError as exc:
@@ -126,7 +127,7 @@ def _create(state: State, tgt: Any, artifact: Artifact, name: str, timeout: floa
     return _succeed(state, ready, "created")
 
 
-def _update(state: State, tgt: Any, current: Deployment, artifact: Artifact, timeout: float) -> Deployment:
+def _update(state: State, tgt: Target, current: Deployment, artifact: Artifact, timeout: float) -> Deployment:
     try:
         updated = tgt.update(current, artifact)
     except DeploymentError as exc:
@@ -157,7 +158,7 @@ def _with_history(new: Deployment, current: Deployment, status: str | None = Non
     return new
 
 
-def _restore(state: State, tgt: Any, failed_new: Deployment, previous: Deployment, timeout: float) -> Deployment:
+def _restore(state: State, tgt: Target, failed_new: Deployment, previous: Deployment, timeout: float) -> Deployment:
     """Automatic rollback after a failed update: serve ``previous`` again and record it."""
     try:
         back = tgt.rollback(failed_new, previous)
@@ -230,12 +231,12 @@ def status(name: str, *, target: str | None = None, credentials: PathLike | None
     store = _store(metadata)
     current = store.read().get(name, target)
     tgt = _open(current.target, credentials, store, DEFAULT_TIMEOUT, None)
-    return tgt.get(current)  # type: ignore[no-any-return]
+    return tgt.get(current)
 
 
 def list_deployments(metadata: PathLike | None = None) -> list[Deployment]:
     """Every deployment recorded in metadata.yaml (no target is contacted)."""
-    return _store(metadata).read().all()  # type: ignore[no-any-return]
+    return _store(metadata).read().all()
 
 
 def score(name: str, data: Any, *, target: str | None = None, credentials: PathLike | None = None,
@@ -257,7 +258,7 @@ def score(name: str, data: Any, *, target: str | None = None, credentials: PathL
     tgt = _open(current.target, credentials, store, DEFAULT_TIMEOUT, None)
     load_formats()
     frame = payload.decode(read_payload(data), current.columns or None)
-    return tgt.score(current, frame)  # type: ignore[no-any-return]
+    return tgt.score(current, frame)
 
 
 def read_payload(data: Any) -> Any:

@@ -47,7 +47,7 @@ class State:
     def _legacy(self) -> Deployment | None:
         if not all(k in self.data for k in _LEGACY_KEYS):
             return None
-        ids = {k: self.data[k] for k in ("model_uid", "deployment_uid", "space_id") if k in self.data}
+        ids: dict[str, Any] = {k: self.data[k] for k in ("model_uid", "deployment_uid", "space_id") if k in self.data}
         return Deployment(name=str(self.data.get("name") or self.data.get("model_name") or "model"),
                           target="watsonml", status="unknown", ids=ids,
                           url=self.data.get("scoring_url"), created_at="", updated_at="")
