@@ -129,6 +129,8 @@ def validate_section(model: Any, section: dict[str, Any], target: str) -> Any:
             elif err["type"] == "extra_forbidden":
                 known = ", ".join(sorted(model.model_fields))
                 lines.append(f"'{key}' is not a {target} setting (known: {known})")
+            elif not err["loc"]:  # a check across keys: its input is the whole section, secrets included
+                lines.append(err["msg"])
             else:
                 seen = "<hidden>" if _is_secret(key) else repr(err.get("input"))
                 lines.append(f"'{key}' = {seen}: {err['msg']}")

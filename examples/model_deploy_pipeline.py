@@ -5,8 +5,8 @@
 
 Re-running with the same model is a no-op. Exit 0 on success, 1 on a failure (the message
 says what failed and how to fix it), 2 on bad usage: a CI step can act on it. Without
---target the target is ``watsonml`` for a flat legacy Watson credentials file (url/apikey at
-the top) and ``local`` otherwise.
+--target the target is ``watsonml`` for a flat legacy Watson credentials file (url plus
+apikey, api_key or password at the top) and ``local`` otherwise.
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ def _default_target(credentials: Path) -> str:
         data = yaml.safe_load(credentials.read_text()) or {}
     except (OSError, yaml.YAMLError):
         return "local"  # deploykit reports the file's problem itself, with the fix
-    return "watsonml" if isinstance(data, dict) and "apikey" in data and "url" in data else "local"
+    legacy_watson = isinstance(data, dict) and "url" in data and bool(data.keys() & {"apikey", "api_key", "password"})
+    return "watsonml" if legacy_watson else "local"
 
 
 def main(argv: list[str] | None = None) -> int:

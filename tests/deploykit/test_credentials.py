@@ -82,3 +82,22 @@ def test_missing_required_key_names_env_var() -> None:
 
     with pytest.raises(CredentialsError, match=r"'apikey' is missing \(set watsonml.apikey or DEPLOYKIT_WATSONML_APIKEY\)"):
         validate_section(Needs, {"__source__": "c.yaml"}, "watsonml")
+
+
+def test_cross_key_check_does_not_echo_the_section() -> None:
+    from pydantic import BaseModel, model_validator
+
+    class Pair(BaseModel):
+        apikey: str | None = None
+        password: str | None = None
+
+        @model_validator(mode="after")
+        def one_of(self) -> "Pair":
+            if not (self.apikey or self.password):
+                raise ValueError("set apikey or password")
+            return self
+
+    with pytest.raises(CredentialsError) as err:
+        validate_section(Pair, {"__source__": "c.yaml", "apikey": "", "token": "s3cret-value"}, "watsonml")
+    assert "set apikey or password" in str(err.value)
+    assert "s3cret-value" not in str(err.value)
