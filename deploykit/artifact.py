@@ -162,18 +162,20 @@ def _walk_transformers(est: Any, types: dict[str, str], example: dict[str, Any])
                 example[col] = round(float(means[i]), 3)
 
 
-def load_artifact(source: str | Path, schema: str | Path | Schema | None = None) -> Artifact:
+def load_artifact(source: str | Path, schema: str | Path | Schema | None = None,
+                  credentials: str | Path | None = None) -> Artifact:
     """Load a model file (joblib/pickle) or an MLflow model directory and gather its facts.
 
     The schema comes from ``schema`` (a Schema or a schema.json path), else a sidecar
     ``<model>.schema.json`` or ``schema.json`` beside the model, else an MLflow signature,
     else what the fitted estimator reveals (``feature_names_in_``, encoders, scalers).
+    ``credentials`` is read (its ``mlflow`` section) only for ``models:/`` and ``runs:/`` URIs.
     """
     text = str(source)
     if text.startswith(("models:/", "runs:/")):
         from deploykit_plugins.mlflow.artifact import load_registry_artifact
 
-        return load_registry_artifact(text, schema)  # type: ignore[no-any-return]
+        return load_registry_artifact(text, schema, credentials)
     path = Path(source).expanduser()
     if not path.exists():
         raise ArtifactError(f"model file {text!r} does not exist; pass {_LOADERS_HINT}")
@@ -181,7 +183,7 @@ def load_artifact(source: str | Path, schema: str | Path | Schema | None = None)
         if (path / "MLmodel").is_file():
             from deploykit_plugins.mlflow.artifact import load_mlflow_dir
 
-            return load_mlflow_dir(path, schema)  # type: ignore[no-any-return]
+            return load_mlflow_dir(path, schema)
         raise ArtifactError(f"{text!r} is a directory without an MLmodel file; pass {_LOADERS_HINT}")
     try:
         digest = sha256_of(path)

@@ -81,7 +81,7 @@ def deploy(model: PathLike | Artifact, *, target: str = "local", name: str | Non
     """
     from deploykit.artifact import Artifact, load_artifact
 
-    artifact = model if isinstance(model, Artifact) else load_artifact(model, schema)
+    artifact = model if isinstance(model, Artifact) else load_artifact(model, schema, credentials)
     name = name or artifact.name
     store = _store(metadata)
     tgt = _open(target, credentials, store, timeout, progress)

@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"expected MODEL CREDENTIALS or MODEL PROJECT_DIR CREDENTIALS, got {len(args.paths)} paths")
     target = args.target or _default_target(Path(credentials))
     try:
-        artifact = load_artifact(model)
+        artifact = load_artifact(model, credentials=credentials)
         dep = deploykit.deploy(artifact, target=target, name=args.name, credentials=credentials,
                                metadata=metadata, timeout=args.timeout)
         prediction = deploykit.score(dep.name, [artifact.example], target=target, credentials=credentials,

@@ -236,7 +236,7 @@ class LocalTarget:
 
         try:
             state = wait_until(check, timeout=timeout, what=f"local server {deployment.name!r} (pid {pid})",
-                               progress=self.context.progress)
+                               progress=self.context.progress, most=0.25)
         except DeploymentError:
             _stop(pid, grace=2)  # never leave a half-started server holding the port
             raise

@@ -1,0 +1,261 @@
+"""The MLflow side of a deployment: log the model in a run, register a version, move the alias.
+
+Every function takes an ``MlflowClient`` from ``settings.connected`` and turns MLflow's
+exceptions into DeploymentError naming the registered model, the tracking server and the fix.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any
+
+from deploykit.errors import DeploymentError
+
+if TYPE_CHECKING:
+    from deploykit.artifact import Artifact
+    from deploykit_plugins.mlflow.settings import MlflowSettings
+
+__all__ = ["LoggedVersion", "delete_version", "log_and_register", "mlflow_errors", "point", "pointed_version",
+           "unpoint"]
+
+#: The tag deploykit puts on the runs and versions it creates, with the model's sha256.
+SHA_TAG = "deploykit.sha256"
+NAME_TAG = "deploykit.name"
+_MLFLOW_TYPES = {"integer": "long", "float": "double", "string": "string", "boolean": "boolean",
+                 "datetime": "datetime"}
+
+
+@dataclass
+class LoggedVersion:
+    """What one deploy created in MLflow: the run, the logged model and the registered version."""
+
+    name: str
+    version: str
+    run_id: str
+    model_uri: str
+    experiment_id: str
+
+
+@contextlib.contextmanager
+def mlflow_errors(what: str, settings: MlflowSettings) -> Iterator[None]:
+    """Turn MLflow's exceptions (and artifact store I/O errors) in the block into DeploymentError."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        yield
+    except MlflowException as exc:
+        raise DeploymentError(f"{what} failed at {settings.tracking_uri}: {exc.message}") from None
+    except (OSError, ImportError) as exc:  # artifact store (S3, disk) and serialization problems
+        raise DeploymentError(f"{what} failed at {settings.tracking_uri}: {type(exc).__name__}: {exc}; "
+                              "check the artifact store settings (s3_endpoint_url, aws_* keys)") from None
+
+
+def _signature(artifact: Artifact) -> Any:
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import ColSpec, Schema
+
+    cols = artifact.schema.columns
+    if not cols or any(c.type not in _MLFLOW_TYPES for c in cols):
+        return None
+    return ModelSignature(inputs=Schema([ColSpec(_MLFLOW_TYPES[c.type], c.name, required=not c.nullable)
+                                         for c in cols]))
+
+
+def _example(artifact: Artifact) -> Any:
+    example = artifact.schema.example
+    if not example or any(v is None for v in example.values()):
+        return None
+    import pandas as pd
+
+    return pd.DataFrame([example], columns=artifact.schema.names)
+
+
+def _pins(*dists: str) -> list[str]:
+    out = []
+    for dist in dict.fromkeys(dists):
+        with contextlib.suppress(PackageNotFoundError):
+            out.append(f"{dist}=={version(dist)}")
+    return out
+
+
+def _is_sklearn(model: Any) -> bool:
+    return type(model).__module__.split(".")[0] == "sklearn"
+
+
+def _trusted_types(model: Any, settings: MlflowSettings) -> list[str]:
+    if settings.skops_trusted_types is not None:
+        return list(settings.skops_trusted_types)
+    import skops.io
+
+    # The model is the user's own fitted estimator: trust the types it holds, and write them in MLmodel.
+    return [str(t) for t in skops.io.get_untrusted_types(data=skops.io.dumps(model))]
+
+
+def _log_sklearn(artifact: Artifact, settings: MlflowSettings, run_id: str) -> Any:
+    import mlflow.sklearn
+    from mlflow.models import Model
+
+    fmt = settings.serialization_format
+    kwargs: dict[str, Any] = {"serialization_format": fmt}
+    if fmt == "skops":
+        kwargs["skops_trusted_types"] = _trusted_types(artifact.model, settings)
+    if not settings.infer_pip_requirements:
+        kwargs["pip_requirements"] = _pins("scikit-learn", "numpy", "scipy", "pandas",
+                                           "skops" if fmt == "skops" else "cloudpickle")
+    return Model.log(None, mlflow.sklearn, name="model", sk_model=artifact.model, run_id=run_id,
+                     signature=_signature(artifact), input_example=_example(artifact), **kwargs)
+
+
+def _log_pyfunc(artifact: Artifact, settings: MlflowSettings, run_id: str) -> Any:
+    import cloudpickle
+    import mlflow.pyfunc
+    from mlflow.models import Model
+
+    from deploykit_plugins.mlflow import pyfunc as wrapper
+
+    kwargs: dict[str, Any] = {}
+    if not settings.infer_pip_requirements:
+        kwargs["pip_requirements"] = _pins(artifact.framework, "numpy", "pandas", "cloudpickle")
+    cloudpickle.register_pickle_by_value(wrapper)
+    try:
+        return Model.log(None, mlflow.pyfunc, name="model", python_model=wrapper.Predictor(artifact.model),
+                         run_id=run_id, signature=_signature(artifact) or None, input_example=_example(artifact),
+                         **kwargs)
+    finally:
+        cloudpickle.unregister_pickle_by_value(wrapper)
+
+
+def _log_directory(client: Any, artifact: Artifact, experiment_id: str, run_id: str) -> Any:
+    """An MLflow model directory without the sklearn flavor: upload it as it is."""
+    from mlflow.entities import LoggedModelOutput, LoggedModelStatus
+
+    model = client.create_logged_model(experiment_id=experiment_id, name="model", source_run_id=run_id)
+    client.log_model_artifacts(model.model_id, str(artifact.path))
+    client.finalize_logged_model(model.model_id, LoggedModelStatus.READY)
+    client.log_outputs(run_id, [LoggedModelOutput(model.model_id, step=0)])
+    return type("Info", (), {"model_uri": f"models:/{model.model_id}", "model_id": model.model_id})()
+
+
+def _experiment(client: Any, settings: MlflowSettings) -> str:
+    from mlflow.exceptions import MlflowException
+
+    found = client.get_experiment_by_name(settings.experiment)
+    if found is not None:
+        if found.lifecycle_stage == "deleted":
+            raise DeploymentError(
+                f"experiment {settings.experiment!r} at {settings.tracking_uri} is deleted; restore it "
+                "(mlflow experiments restore) or set mlflow.experiment to another name")
+        return str(found.experiment_id)
+    try:
+        return str(client.create_experiment(settings.experiment))
+    except MlflowException:  # created meanwhile by a concurrent deploy
+        return str(client.get_experiment_by_name(settings.experiment).experiment_id)
+
+
+def log_and_register(client: Any, settings: MlflowSettings, artifact: Artifact, deployment: str,
+                     model_name: str) -> LoggedVersion:
+    """Log ``artifact`` in a new run of the settings' experiment and register it as a new version
+    of ``model_name``. A failure before the version exists leaves nothing behind (the run is deleted)."""
+    from mlflow.exceptions import MlflowException
+
+    with mlflow_errors(f"creating a run in experiment {settings.experiment!r}", settings):
+        experiment_id = _experiment(client, settings)
+        run = client.create_run(experiment_id, tags={"mlflow.runName": f"deploykit-{deployment}",
+                                                     NAME_TAG: deployment, SHA_TAG: artifact.sha256,
+                                                     "mlflow.source.name": "deploykit"})
+    run_id = run.info.run_id
+    try:
+        with mlflow_errors(f"logging the model of {deployment!r}", settings):
+            if _is_sklearn(artifact.model):
+                info = _log_sklearn(artifact, settings, run_id)
+            elif artifact.flavor == "mlflow":
+                info = _log_directory(client, artifact, experiment_id, run_id)
+            else:
+                info = _log_pyfunc(artifact, settings, run_id)
+            client.log_param(run_id, "model_sha256", artifact.sha256)
+            client.set_terminated(run_id, "FINISHED")
+        with mlflow_errors(f"registering a version of {model_name!r}", settings):
+            try:
+                client.create_registered_model(model_name, tags={"deploykit": "true"})
+            except MlflowException as exc:
+                if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                    raise
+            mv = client.create_model_version(model_name, source=info.model_uri, run_id=run_id,
+                                             model_id=getattr(info, "model_id", None),
+                                             tags={SHA_TAG: artifact.sha256, NAME_TAG: deployment})
+    except BaseException:
+        with contextlib.suppress(Exception):
+            client.delete_run(run_id)
+        raise
+    return LoggedVersion(model_name, str(mv.version), run_id, f"models:/{model_name}/{mv.version}", experiment_id)
+
+
+def pointed_version(client: Any, settings: MlflowSettings, model_name: str) -> str | None:
+    """The version the alias (or stage) of ``model_name`` points at now, or None."""
+    from mlflow.exceptions import MlflowException
+
+    with mlflow_errors(f"reading the {settings.pointer} of {model_name!r}", settings):
+        try:
+            if settings.stage:
+                found = _quiet(client.get_latest_versions, model_name, stages=[settings.stage])
+                return str(max(int(v.version) for v in found)) if found else None
+            return str(client.get_model_version_by_alias(model_name, settings.alias).version)
+        except MlflowException as exc:
+            if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
+                return None
+            raise
+
+
+def _quiet(func: Any, *args: Any, **kwargs: Any) -> Any:
+    """Call a stage API without its FutureWarning: the user chose stages knowingly (see docs/mlflow.md)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return func(*args, **kwargs)
+
+
+def point(client: Any, settings: MlflowSettings, model_name: str, version: str) -> None:
+    """Move the alias (or transition the stage, archiving the version that held it) to ``version``."""
+    with mlflow_errors(f"pointing the {settings.pointer} of {model_name!r} at version {version}", settings):
+        if settings.stage:
+            _quiet(client.transition_model_version_stage, model_name, version, settings.stage,
+                   archive_existing_versions=True)
+        else:
+            client.set_registered_model_alias(model_name, settings.alias, version)
+
+
+def unpoint(client: Any, settings: MlflowSettings, model_name: str, version: str) -> bool:
+    """Remove the alias (or archive the stage) if it still points at ``version``; True if it did."""
+    if pointed_version(client, settings, model_name) != str(version):
+        return False
+    with mlflow_errors(f"removing the {settings.pointer} of {model_name!r}", settings):
+        if settings.stage:
+            _quiet(client.transition_model_version_stage, model_name, version, "Archived")
+        else:
+            client.delete_registered_model_alias(model_name, settings.alias)
+    return True
+
+
+def delete_version(client: Any, settings: MlflowSettings, model_name: str, version: str, run_id: str | None) -> None:
+    """Delete one registered version (and the run deploykit logged it in); gone already is fine."""
+    from mlflow.exceptions import MlflowException
+
+    with mlflow_errors(f"deleting version {version} of {model_name!r}", settings):
+        try:
+            client.delete_model_version(model_name, version)
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise
+        if run_id:
+            with contextlib.suppress(MlflowException):
+                client.delete_run(run_id)
+        with contextlib.suppress(MlflowException):
+            registered = client.get_registered_model(model_name)
+            if (registered.tags or {}).get("deploykit") == "true" and not client.search_model_versions(
+                    f"name = '{model_name}'", max_results=1):
+                client.delete_registered_model(model_name)
+

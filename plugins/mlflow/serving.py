@@ -1,0 +1,260 @@
+"""The processes that serve an MLflow deployment on this machine, and how they start and stop.
+
+Two detached processes per deployment: the front (``deploykit_plugins.mlflow.front``, a TCP
+relay on the deployment's stable port) and one MLflow scoring server per revision
+(``mlflow models serve -m models:/NAME/VERSION --env-manager local`` on a private port of
+127.0.0.1). Each runs in its own session, so stopping one stops its whole process group
+(``mlflow models serve`` execs uvicorn in a child process).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from deploykit.errors import DeploymentError
+
+__all__ = ["FRONT_MODULE", "ServerFiles", "alive", "free_port", "group_alive", "is_backend", "is_front", "log_tail",
+           "port_is_free", "read_backend", "root_cause", "start_backend", "start_front", "startup_failure", "stop",
+           "wait_front", "write_backend"]
+
+FRONT_MODULE = "deploykit_plugins.mlflow.front"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port the OS says is free on ``host`` now."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def port_is_free(host: str, port: int) -> bool:
+    """True if ``host:port`` can be bound (nothing listens there)."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+class ServerFiles:
+    """Where one deployment's run and log files live: ``<state_dir>/mlflow/{run,logs}/``."""
+
+    def __init__(self, state_dir: Path, name: str) -> None:
+        self.root = state_dir / "mlflow"
+        self.name = name
+
+    @property
+    def backend_file(self) -> Path:
+        """The file the front reads the current backend port from."""
+        return self._dir("run") / f"{self.name}.backend.json"
+
+    @property
+    def front_state(self) -> Path:
+        """The file the front writes its pid and port to once it listens."""
+        return self._dir("run") / f"{self.name}.front.json"
+
+    def log(self, what: str) -> Path:
+        """A fresh log file for one process start."""
+        return self._dir("logs") / f"{self.name}-{what}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+
+    def _dir(self, kind: str) -> Path:
+        folder = self.root / kind
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
+
+def write_backend(path: Path, port: int, version: str | None = None) -> None:
+    """Point the front at ``127.0.0.1:port`` (atomic replace, so the front never reads half a file)."""
+    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({"host": "127.0.0.1", "port": port, "version": version}))
+    os.replace(tmp, path)
+
+
+def read_backend(path: Path) -> int | None:
+    """The backend port the front relays to now, or None."""
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        return int(json.loads(path.read_text())["port"])
+    return None
+
+
+def _spawn(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env,
+                                start_new_session=True, close_fds=True)
+
+
+def start_backend(model_uri: str, settings: Any, env: dict[str, str], log: Path) -> tuple[subprocess.Popen[bytes], int]:
+    """Start ``mlflow models serve`` for ``model_uri`` on a free private port; returns (process, port)."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri, "--env-manager", settings.env_manager,
+           "-h", "127.0.0.1", "-p", str(port), "-w", str(settings.workers), "-t", str(settings.server_timeout)]
+    return _spawn(cmd, env, log), port
+
+
+def start_front(host: str, port: int, files: ServerFiles, log: Path) -> subprocess.Popen[bytes]:
+    """Start the relay on ``host:port`` in front of whatever ``files.backend_file`` names."""
+    with contextlib.suppress(OSError):
+        files.front_state.unlink()
+    cmd = [sys.executable, "-m", FRONT_MODULE, "--host", host, "--port", str(port),
+           "--backend-file", str(files.backend_file), "--state-file", str(files.front_state)]
+    env = dict(os.environ)
+    env["PYTHONUNBUFFERED"] = "1"
+    return _spawn(cmd, env, log)
+
+
+def alive(pid: int) -> bool:
+    """True if ``pid`` runs (a zombie child of ours is reaped and counts as gone)."""
+    with contextlib.suppress(ChildProcessError, OSError):
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    with contextlib.suppress(OSError, IndexError):
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1][0] != "Z"
+    return True
+
+
+def _cmdline(pid: int) -> bytes | None:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+
+
+def is_backend(pid: int | None) -> bool:
+    """True if ``pid`` is a running ``mlflow models serve`` (guards against a recycled pid)."""
+    if not pid or not alive(int(pid)):
+        return False
+    cmd = _cmdline(int(pid))
+    return cmd is None or (b"mlflow" in cmd and b"serve" in cmd)
+
+
+def is_front(pid: int | None) -> bool:
+    """True if ``pid`` is a running deploykit front relay."""
+    if not pid or not alive(int(pid)):
+        return False
+    cmd = _cmdline(int(pid))
+    return cmd is None or FRONT_MODULE.encode() in cmd
+
+
+def _group_members(pgid: int) -> list[int]:
+    """Running (not zombie) processes of group ``pgid``; [pgid] or [] where /proc is missing."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        try:
+            os.killpg(pgid, 0)
+        except (ProcessLookupError, PermissionError):
+            return []
+        return [pgid]
+    members = []
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = (entry / "stat").read_text().rsplit(") ", 1)[1].split()
+            if fields[0] != "Z" and int(fields[2]) == pgid:
+                members.append(int(entry.name))
+    return members
+
+
+def group_alive(pgid: int) -> bool:
+    """True while any process of group ``pgid`` runs (zombies waiting for a reaper do not count)."""
+    alive(pgid)  # reap our own child if it exited
+    return bool(_group_members(pgid))
+
+
+def _ours(pid: int) -> bool:
+    cmd = _cmdline(pid)
+    return cmd is None or b"mlflow" in cmd or FRONT_MODULE.encode() in cmd
+
+
+def stop(pid: int | None, grace: float = 20.0) -> None:
+    """SIGTERM the process group of ``pid`` (uvicorn finishes requests in flight), SIGKILL after ``grace``.
+
+    Only a group that still holds an MLflow or front process is signalled: a recycled pid is left alone."""
+    if not pid:
+        return
+    pid = int(pid)
+    alive(pid)
+    if not any(_ours(member) for member in _group_members(pid)):
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while group_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if group_alive(pid):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
+
+
+def _server_lines(path: str | Path | None) -> list[str]:
+    """The log's lines without the traceback ``mlflow models serve`` adds when its uvicorn child fails
+    ("Command ... returned non zero return code"): what is left ends with the child's own error."""
+    if not path:
+        return []
+    try:
+        lines = Path(path).read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return []
+    if lines and "returned non zero return code" in lines[-1]:
+        starts = [i for i, line in enumerate(lines) if line.startswith("Traceback (most recent call last)")]
+        if starts and starts[-1] > 0:
+            lines = lines[:starts[-1]]
+    return lines
+
+
+def log_tail(path: str | Path | None, lines: int = 15) -> str:
+    """The last ``lines`` lines of a scoring server's log, its own error last ('' if unreadable)."""
+    return "\n".join(_server_lines(path)[-lines:])
+
+
+def root_cause(path: str | Path | None) -> str | None:
+    """The last ``SomethingError: message`` line of the log, i.e. why the server died."""
+    for line in reversed(_server_lines(path)):
+        stripped = line.strip()
+        head = stripped.split(":", 1)[0]
+        if head and " " not in head and ("Error" in head or "Exception" in head or "Exit" in head) \
+                and ":" in stripped:
+            return stripped
+    return None
+
+
+def startup_failure(what: str, pid: int, log: str | None, code: int | None = None) -> DeploymentError:
+    """The error for a process that exited while starting: why (if the log says) and the log's tail."""
+    cause = root_cause(log)
+    how = f" with exit code {code}" if code is not None else ""
+    return DeploymentError(
+        f"{what} (pid {pid}) exited during start-up{how}" + (f": {cause}" if cause else "")
+        + f"; fix that and deploy again. Its log {log} ends with:\n{log_tail(log)}"
+    )
+
+
+def wait_front(state_file: Path, pid: int, timeout: float = 15.0) -> int:
+    """Wait until the front wrote its state file; its port. DeploymentError if it exited instead."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            state = json.loads(state_file.read_text())
+            if int(state["pid"]) == pid:
+                return int(state["port"])
+        if not alive(pid):
+            break
+        time.sleep(0.02)
+    raise DeploymentError(f"the front relay (pid {pid}) did not start")  # caller adds the log tail
+
