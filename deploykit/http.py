@@ -7,7 +7,7 @@ from typing import Any
 
 from deploykit.errors import ScoringError
 
-__all__ = ["request_json"]
+__all__ = ["close_pools", "request_json"]
 
 _pools: dict[Any, Any] = {}
 
@@ -25,6 +25,12 @@ def _pool(verify: bool | str) -> Any:
         else:
             _pools[key] = urllib3.PoolManager(maxsize=8)
     return _pools[key]
+
+
+def close_pools() -> None:
+    """Close idle keep-alive connections, so a server being stopped need not wait for them."""
+    for pool in _pools.values():
+        pool.clear()
 
 
 def request_json(method: str, url: str, body: Any = None, *, token: str | None = None, timeout: float = 60.0,

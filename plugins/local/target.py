@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from deploykit.artifact import Artifact
 from deploykit.deployment import Deployment
 from deploykit.errors import DeploymentError, ScoringError
-from deploykit.http import request_json
+from deploykit.http import close_pools, request_json
 from deploykit.payload import Predictions, encode
 from deploykit.target import TargetContext, wait_until
 from deploykit_plugins.local.server import TOKEN_ENV, bind
@@ -83,6 +83,7 @@ def _stop(pid: int, grace: float = 15.0) -> None:
     """SIGTERM (uvicorn finishes in-flight requests), then SIGKILL after ``grace`` seconds."""
     if not _is_our_server(pid):
         return
+    close_pools()  # an idle TLS keep-alive connection of ours would hold up the graceful shutdown
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace
