@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
-from deploykit.errors import DeploymentError, DeploymentTimeout, TargetUnavailableError, UnknownTargetError
+from deploykit.errors import DeploymentTimeout, TargetUnavailableError, UnknownTargetError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -206,8 +206,3 @@ def terminal_progress() -> Callable[[str], None] | None:
             last[0] = now
 
     return show
-
-
-def failed(message: str, deployment: Deployment | None = None) -> DeploymentError:
-    """A DeploymentError carrying what exists remotely, for targets to raise."""
-    return DeploymentError(message, deployment=deployment)

@@ -13,8 +13,6 @@ import json
 import os
 import shutil
 import signal
-import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -27,6 +25,7 @@ from deploykit.deployment import Deployment
 from deploykit.errors import DeploymentError, ScoringError
 from deploykit.http import close_pools, request_json
 from deploykit.payload import Predictions, encode
+from deploykit.process import alive, cmdline, free_port, log_tail, spawn
 from deploykit.target import TargetContext, wait_until
 from deploykit_plugins.local.server import TOKEN_ENV, bind
 
@@ -49,34 +48,10 @@ class LocalSettings(BaseModel):
     python: str | None = Field(None, description="interpreter for the server process (default: this one)")
 
 
-def _free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
 def _is_our_server(pid: int) -> bool:
     """True if ``pid`` runs a deploykit local server (guards against a recycled pid)."""
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return _alive(pid)  # no /proc (macOS): trust the pid
-    return _SERVER_MODULE.encode() in cmdline and _alive(pid)
-
-
-def _alive(pid: int) -> bool:
-    with contextlib.suppress(ChildProcessError, OSError):
-        if os.waitpid(pid, os.WNOHANG)[0] == pid:  # our own child that exited: reap it
-            return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    with contextlib.suppress(OSError):
-        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
-    return True
+    cmd = cmdline(pid)
+    return alive(pid) and (cmd is None or _SERVER_MODULE.encode() in cmd)
 
 
 def _stop(pid: int, grace: float = 15.0) -> None:
@@ -87,20 +62,11 @@ def _stop(pid: int, grace: float = 15.0) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace
-    while _alive(pid) and time.monotonic() < deadline:
+    while alive(pid) and time.monotonic() < deadline:
         time.sleep(0.02)
-    if _alive(pid):
+    if alive(pid):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-
-
-def _tail(path: str | None, lines: int = 15) -> str:
-    if not path:
-        return ""
-    with contextlib.suppress(OSError):
-        text = Path(path).read_text(errors="replace").strip().splitlines()[-lines:]
-        return "\n".join(text)
-    return ""
 
 
 class LocalTarget:
@@ -163,9 +129,7 @@ class LocalTarget:
         env.pop(TOKEN_ENV, None)
         if self._token:
             env[TOKEN_ENV] = self._token
-        with log.open("ab") as out:
-            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                    env=env, start_new_session=True, close_fds=True)
+        proc = spawn(cmd, env, log)
         url = f"{self._scheme}://{'127.0.0.1' if host == '0.0.0.0' else host}:{port}"
         ids = {"pid": proc.pid, "port": port, "host": host, "model_file": str(model), "schema_file": str(schema),
                "state_file": str(state_file), "log": str(log)}
@@ -175,7 +139,7 @@ class LocalTarget:
     def deploy(self, artifact: Artifact, name: str) -> Deployment:
         """Start a server for ``artifact`` on the configured port (or a free one)."""
         model, schema = self._keep(artifact)
-        port = self.settings.port or _free_port(self.settings.host)
+        port = self.settings.port or free_port(self.settings.host)
         return self._start(name, 1, model, schema, port, replacing=False)
 
     def update(self, current: Deployment, artifact: Artifact) -> Deployment:
@@ -184,7 +148,7 @@ class LocalTarget:
         return self._replace(current, model, schema, current.revision + 1)
 
     def _replace(self, current: Deployment, model: Path, schema: Path, revision: int) -> Deployment:
-        port = int(current.ids.get("port") or self.settings.port or _free_port(self.settings.host))
+        port = int(current.ids.get("port") or self.settings.port or free_port(self.settings.host))
         old_pid = current.ids.get("pid")
         running = bool(old_pid) and _is_our_server(int(old_pid))
         new = self._start(current.name, revision, model, schema, port, replacing=running)
@@ -219,10 +183,10 @@ class LocalTarget:
         state_file = Path(deployment.ids["state_file"])
 
         def check() -> dict[str, Any] | None:
-            if not _alive(pid):
+            if not alive(pid):
                 raise DeploymentError(
                     f"the local server for {deployment.name!r} (pid {pid}) exited during start-up; "
-                    f"its log ({deployment.ids.get('log')}) ends with:\n{_tail(deployment.ids.get('log'))}"
+                    f"its log ({deployment.ids.get('log')}) ends with:\n{log_tail(deployment.ids.get('log'))}"
                 )
             if not state_file.exists():
                 return None

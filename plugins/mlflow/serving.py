@@ -21,19 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from deploykit.errors import DeploymentError
+from deploykit.process import alive, cmdline, free_port, spawn
 
 __all__ = ["FRONT_MODULE", "ServerFiles", "alive", "free_port", "group_alive", "is_backend", "is_front", "log_tail",
            "port_is_free", "read_backend", "root_cause", "start_backend", "start_front", "startup_failure", "stop",
            "wait_front", "write_backend"]
 
 FRONT_MODULE = "deploykit_plugins.mlflow.front"
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port the OS says is free on ``host`` now."""
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 def port_is_free(host: str, port: int) -> bool:
@@ -88,18 +82,12 @@ def read_backend(path: Path) -> int | None:
     return None
 
 
-def _spawn(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as out:
-        return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env,
-                                start_new_session=True, close_fds=True)
-
-
 def start_backend(model_uri: str, settings: Any, env: dict[str, str], log: Path) -> tuple[subprocess.Popen[bytes], int]:
     """Start ``mlflow models serve`` for ``model_uri`` on a free private port; returns (process, port)."""
     port = free_port()
     cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri, "--env-manager", settings.env_manager,
            "-h", "127.0.0.1", "-p", str(port), "-w", str(settings.workers), "-t", str(settings.server_timeout)]
-    return _spawn(cmd, env, log), port
+    return spawn(cmd, env, log), port
 
 
 def start_front(host: str, port: int, files: ServerFiles, log: Path) -> subprocess.Popen[bytes]:
@@ -110,37 +98,14 @@ def start_front(host: str, port: int, files: ServerFiles, log: Path) -> subproce
            "--backend-file", str(files.backend_file), "--state-file", str(files.front_state)]
     env = dict(os.environ)
     env["PYTHONUNBUFFERED"] = "1"
-    return _spawn(cmd, env, log)
-
-
-def alive(pid: int) -> bool:
-    """True if ``pid`` runs (a zombie child of ours is reaped and counts as gone)."""
-    with contextlib.suppress(ChildProcessError, OSError):
-        if os.waitpid(pid, os.WNOHANG)[0] == pid:
-            return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    with contextlib.suppress(OSError, IndexError):
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1][0] != "Z"
-    return True
-
-
-def _cmdline(pid: int) -> bytes | None:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return None
+    return spawn(cmd, env, log)
 
 
 def is_backend(pid: int | None) -> bool:
     """True if ``pid`` is a running ``mlflow models serve`` (guards against a recycled pid)."""
     if not pid or not alive(int(pid)):
         return False
-    cmd = _cmdline(int(pid))
+    cmd = cmdline(int(pid))
     return cmd is None or (b"mlflow" in cmd and b"serve" in cmd)
 
 
@@ -148,7 +113,7 @@ def is_front(pid: int | None) -> bool:
     """True if ``pid`` is a running deploykit front relay."""
     if not pid or not alive(int(pid)):
         return False
-    cmd = _cmdline(int(pid))
+    cmd = cmdline(int(pid))
     return cmd is None or FRONT_MODULE.encode() in cmd
 
 
@@ -179,7 +144,7 @@ def group_alive(pgid: int) -> bool:
 
 
 def _ours(pid: int) -> bool:
-    cmd = _cmdline(pid)
+    cmd = cmdline(pid)
     return cmd is None or b"mlflow" in cmd or FRONT_MODULE.encode() in cmd
 
 
