@@ -1,4 +1,18 @@
-"""A model's input schema: named, typed columns, and the strict check of a table against it."""
+"""A model's input schema: named, typed columns, and the strict check of a table against it.
+
+The check never casts a value silently. Each column type accepts:
+
+    integer   whole numbers (41, and 41.0, which JSON Schema also counts as an integer);
+              not 41.7, not true/false, not "41"
+    float     numbers (an integer such as 1500 is a float too); not booleans, not strings
+    string    text only (job: 5 is refused)
+    boolean   true/false only (not 0/1, not "yes")
+    datetime  ISO 8601 text ("2024-05-01T12:00:00") or date-time objects
+    any       anything
+
+A null is refused unless the column is ``nullable``. Every offending field is reported at once
+(up to ``MAX_PROBLEMS_PER_COLUMN`` rows per column, then a count of the rest).
+"""
 
 from __future__ import annotations
 
@@ -12,7 +26,9 @@ from deploykit.errors import ArtifactError, SchemaError
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["TYPES", "Column", "Schema"]
+    from deploykit.payload import Table
+
+__all__ = ["MAX_PROBLEMS_PER_COLUMN", "TYPES", "Column", "Schema", "describe_problems"]
 
 #: The column types a schema may name, and what JSON values each accepts.
 TYPES = ("integer", "float", "string", "boolean", "datetime", "any")
@@ -29,7 +45,8 @@ _ALIASES = {
     "datetime64[ns]": "datetime", "timestamp": "datetime", "date": "datetime",
 }
 
-_MAX_PROBLEMS_PER_COLUMN = 5
+#: Offending rows reported per column; the rest are counted in one more problem.
+MAX_PROBLEMS_PER_COLUMN = 10
 
 
 def _normal_type(name: str, column: str) -> str:
@@ -147,127 +164,387 @@ class Schema:
             example = jsonable(frame.iloc[0].to_dict())
         return cls(columns, example)
 
-    def validate(self, frame: pd.DataFrame) -> pd.DataFrame:
-        """Check ``frame`` against the schema and return it with the model's column order.
+    def check(self, table: Table, *, allow_extra_columns: bool | None = None) -> dict[str, Any]:
+        """Check a decoded :class:`~deploykit.payload.Table`; return the model's columns, in its
+        order, as typed arrays (``int64``, ``float64``, ``bool``, ``object`` strings,
+        ``datetime64``; ``Int64``/``boolean`` when nulls are allowed and present).
 
-        Raises SchemaError listing every missing or extra column and every value of the
-        wrong type or null where null is not allowed; nothing is cast silently (an integral
-        float such as 41.0 is accepted for an integer column, 41.7 is not).
+        Raises SchemaError listing every missing or extra column and every value of the wrong
+        type or null where null is not allowed. ``allow_extra_columns`` overrides the schema's
+        own setting (extra columns are then dropped).
         """
-        import numpy as np
-        import pandas as pd
-
+        allow_extra = self.allow_extra_columns if allow_extra_columns is None else allow_extra_columns
         problems: list[dict[str, Any]] = []
-        present = set(map(str, frame.columns))
-        for col in self.columns:
-            if col.name not in present:
-                problems.append({"column": col.name, "row": None, "value": None,
-                                 "expected": col.type, "error": "missing column"})
-        extra = [c for c in frame.columns if str(c) not in {c.name for c in self.columns}]
-        if extra and not self.allow_extra_columns:
+        present = table.columns
+        out: dict[str, Any] = {}
+        missing = [c for c in self.columns if c.name not in present]
+        if len(present) != len(self.columns) - len(missing) and not allow_extra:
+            known = {c.name for c in self.columns}
+            extra = [name for name in present if name not in known]
             for name in extra:
-                problems.append({"column": str(name), "row": None, "value": None,
-                                 "expected": None, "error": "unexpected column"})
-        out = {}
+                problems.append(_problem_extra(name, [c.name for c in missing]))
+        for col in missing:
+            problems.append({"column": col.name, "row": None, "value": None, "expected": col.type,
+                             "error": "missing column",
+                             "message": f"column {col.name!r} is missing (expected {col.type}); add it to every row"})
         for col in self.columns:
-            if col.name not in present:
+            values = present.get(col.name)
+            if values is None:
                 continue
-            series = frame[col.name]
-            checked, bad = _check_column(series, col, np, pd)
-            problems.extend(bad)
-            out[col.name] = checked
+            array, bad = _check_column(values, col, self.example.get(col.name))
+            if bad:
+                problems.extend(bad)
+            else:
+                out[col.name] = array
         if problems:
             raise SchemaError(describe_problems(problems), problems)
-        return pd.DataFrame(out, index=frame.index, copy=False)
+        return out
+
+    def validate(self, frame: pd.DataFrame, *, allow_extra_columns: bool | None = None) -> pd.DataFrame:
+        """Check ``frame`` against the schema and return it with the model's column order and
+        exact dtypes (see ``check``); raises SchemaError naming every offending field."""
+        import pandas as pd
+
+        from deploykit.payload import Table
+
+        columns = self.check(Table.from_frame(frame), allow_extra_columns=allow_extra_columns)
+        return pd.DataFrame(columns, index=frame.index, copy=False)
 
 
 def describe_problems(problems: list[dict[str, Any]]) -> str:
-    """One line per problem, e.g. ``column 'age' row 0: expected integer, got 41.7 (float)``."""
-    lines = []
-    for p in problems:
-        if p["row"] is None:
-            if p["error"] == "missing column":
-                lines.append(f"column {p['column']!r} is missing (expected {p['expected']}); add it to every row")
-            else:
-                lines.append(f"column {p['column']!r} is not in the model's schema; remove it")
+    """The SchemaError message: one clause per problem, each naming the column, the row, the
+    value seen, the type expected and the fix."""
+    lines = [p.get("message") or _message(p) for p in problems]
+    count = sum(1 for p in problems if p.get("error") != "more rows")
+    noun = "problem" if count == 1 else "problems"
+    return f"payload does not fit the model's schema ({count} {noun}): " + "; ".join(lines)
+
+
+def _message(p: dict[str, Any]) -> str:
+    where = f"column {p['column']!r}" + (f" row {p['row']}" if p.get("row") is not None else "")
+    return f"{where}: {p.get('error')}, got {p.get('value')!r}, expected {p.get('expected')}"
+
+
+def _problem_extra(name: str, missing: list[str]) -> dict[str, Any]:
+    import difflib
+
+    close = difflib.get_close_matches(name, missing, n=1, cutoff=0.6)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return {"column": name, "row": None, "value": None, "expected": None, "error": "unexpected column",
+            "message": f"column {name!r} is not in the model's schema{hint}; remove it, or allow extra columns "
+                       "(local.allow_extra_columns: true) to have them dropped"}
+
+
+# -- the column check ----------------------------------------------------------------------
+
+_NONE = type(None)
+_INT_MIN, _INT_MAX = -(2**63), 2**63 - 1
+_FIX = {
+    "integer": "send a whole number",
+    "float": "send a number",
+    "string": "send text",
+    "boolean": "send true or false",
+    "datetime": "send an ISO 8601 date-time such as '2024-05-01T12:00:00'",
+}
+
+
+class _Report:
+    """Collects one column's problems, keeping the first MAX_PROBLEMS_PER_COLUMN and a count."""
+
+    __slots__ = ("col", "example", "extra", "problems")
+
+    def __init__(self, col: Column, example: Any) -> None:
+        self.col = col
+        self.example = example
+        self.problems: list[dict[str, Any]] = []
+        self.extra = 0
+
+    def add(self, row: int, value: Any, error: str) -> None:
+        if len(self.problems) >= MAX_PROBLEMS_PER_COLUMN:
+            self.extra += 1
+            return
+        from deploykit.payload import jsonable
+
+        col = self.col
+        shown = _shown(value)
+        if error == "null is not allowed":
+            message = f"column {col.name!r} row {row}: expected {col.type}, got no value (null or absent); send a value"
         else:
-            lines.append(
-                f"column {p['column']!r} row {p['row']}: {p['error']}, got {p['value']!r}"
-                + (f", expected {p['expected']}" if p["expected"] else "")
-            )
-    return "payload does not fit the model's schema: " + "; ".join(lines)
+            fix = _FIX.get(col.type, "send a valid value")
+            if self.example is not None and col.type in ("string", "boolean", "integer", "float") \
+                    and error == "wrong type":
+                fix += f" such as {self.example!r}"
+            detail = _type_name(value) if error == "wrong type" else error
+            message = f"column {col.name!r} row {row}: expected {col.type}, got {shown} ({detail}); {fix}"
+        self.problems.append({"column": col.name, "row": row, "value": jsonable(_clip(value)),
+                              "expected": col.type, "error": error, "message": message})
+
+    def done(self) -> list[dict[str, Any]]:
+        if self.extra:
+            self.problems.append({
+                "column": self.col.name, "row": None, "value": None, "expected": self.col.type,
+                "error": "more rows",
+                "message": f"column {self.col.name!r}: {self.extra} more rows have problems like these"})
+        return self.problems
 
 
-def _problem(col: Column, row: int, value: Any, error: str) -> dict[str, Any]:
-    from deploykit.payload import jsonable
-
-    return {"column": col.name, "row": row, "value": jsonable(value), "expected": col.type,
-            "error": error}
-
-
-def _check_column(series: Any, col: Column, np: Any, pd: Any) -> tuple[Any, list[dict[str, Any]]]:
-    """Return the column in its exact dtype, and the problems found (at most a few per column)."""
-    problems: list[dict[str, Any]] = []
-    nulls = series.isna()
-    has_nulls = bool(nulls.any())
-    if has_nulls and not col.nullable:
-        for pos in np.flatnonzero(nulls.to_numpy())[:_MAX_PROBLEMS_PER_COLUMN]:
-            problems.append(_problem(col, int(pos), None, "null is not allowed"))
-    if col.type == "any":
-        return series, problems
-    kind = pd.api.types.infer_dtype(series, skipna=True)
-    if kind == "empty":
-        return series, problems
-    if col.type == "integer":
-        if kind == "integer" and not has_nulls:
-            return series.astype("int64", copy=False), problems
-        if kind in ("integer", "floating", "mixed-integer-float"):
-            values = pd.to_numeric(series, errors="coerce")
-            frac = (values % 1 != 0) & ~nulls
-            if frac.any():
-                for pos in np.flatnonzero(frac.to_numpy())[:_MAX_PROBLEMS_PER_COLUMN]:
-                    problems.append(_problem(col, int(pos), series.iloc[pos], "not an integer"))
-                return series, problems
-            return (values.astype("Int64") if has_nulls else values.astype("int64")), problems
-        return series, problems + _per_value(series, col, lambda v: isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)))
-    if col.type == "float":
-        if kind in ("floating", "integer", "mixed-integer-float", "decimal"):
-            if series.dtype == object:
-                return series, problems + _per_value(series, col, _is_number)
-            return series.astype("float64", copy=False), problems
-        return series, problems + _per_value(series, col, _is_number)
-    if col.type == "string":
-        if kind == "string":
-            return series, problems
-        return series, problems + _per_value(series, col, lambda v: isinstance(v, str))
-    if col.type == "boolean":
-        if kind == "boolean":
-            return series, problems
-        return series, problems + _per_value(series, col, lambda v: isinstance(v, (bool, np.bool_)))
-    if col.type == "datetime":
-        if kind in ("datetime", "datetime64", "date"):
-            return pd.to_datetime(series), problems
-        parsed = pd.to_datetime(series, errors="coerce", format="ISO8601")
-        bad = parsed.isna() & ~nulls
-        for pos in np.flatnonzero(bad.to_numpy())[:_MAX_PROBLEMS_PER_COLUMN]:
-            problems.append(_problem(col, int(pos), series.iloc[pos], "not an ISO 8601 date-time"))
-        return parsed, problems
-    return series, problems
+def _clip(value: Any) -> Any:
+    if isinstance(value, str) and len(value) > 80:
+        return value[:77] + "..."
+    return value
 
 
-def _is_number(value: Any) -> bool:
+def _shown(value: Any) -> str:
+    text = repr(_clip(value)) if isinstance(value, str) else repr(value)
+    if type(value).__module__ == "numpy" and hasattr(value, "item"):
+        text = repr(value.item())
+    return text if len(text) <= 84 else text[:81] + "..."
+
+
+def _type_name(value: Any) -> str:
+    return {"NoneType": "null", "str": "string", "int": "integer", "float": "number", "bool": "boolean",
+            "dict": "object", "list": "list"}.get(type(value).__name__, type(value).__name__)
+
+
+def _is_null(value: Any) -> bool:
+    if value is None:
+        return True
+    kind = type(value)
+    if kind is float:
+        return value != value
+    name = kind.__name__
+    if name in ("NAType", "NaTType"):
+        return True
+    return kind.__module__ == "numpy" and name.startswith("float") and value != value
+
+
+def _check_column(values: Any, col: Column, example: Any) -> tuple[Any, list[dict[str, Any]]]:
+    """The column as a typed array, or the problems found in it. A nullable integer or boolean
+    column is always ``Int64`` / ``boolean``, so the model sees one dtype whether or not a
+    request holds nulls."""
+    array, problems = _check_any(values, col, example)
+    if col.nullable and col.type in ("integer", "boolean") and type(array).__name__ == "ndarray":
+        import numpy as np
+        import pandas as pd
+
+        mask = np.zeros(len(array), dtype=bool)
+        array = pd.arrays.IntegerArray(array, mask) if col.type == "integer" else pd.arrays.BooleanArray(array, mask)
+    return array, problems
+
+
+def _check_any(values: Any, col: Column, example: Any) -> tuple[Any, list[dict[str, Any]]]:
+    if type(values) is list:
+        return _check_list(values, col, example)
+    dtype = getattr(values, "dtype", None)
+    if dtype is None:
+        return _check_list(list(values), col, example)
+    import numpy as np
+
+    if not isinstance(dtype, np.dtype):
+        return _check_extension(values, col, example)
+    return _check_ndarray(values, col, example)
+
+
+def _check_list(values: list[Any], col: Column, example: Any) -> tuple[Any, list[dict[str, Any]]]:
+    import numpy as np
+
+    kind = col.type
+    types = set(map(type, values))
+    # Fast paths: values of exactly the expected Python types, no nulls.
+    try:
+        if kind == "integer" and types <= {int}:
+            return np.array(values, dtype=np.int64), []
+        if kind == "float" and types <= {float, int} and float in types:
+            arr = np.array(values, dtype=np.float64)
+            if not np.isnan(arr).any():
+                return arr, []
+        elif kind == "float" and types <= {int}:
+            return np.array(values, dtype=np.float64), []
+        if kind == "string" and types <= {str}:
+            return _objects(values), []
+        if kind == "boolean" and types <= {bool}:
+            return np.array(values, dtype=bool), []
+        if kind == "datetime" and types <= {str}:
+            import pandas as pd
+
+            parsed = pd.to_datetime(values, format="ISO8601", errors="coerce")
+            if not parsed.isna().any():
+                return parsed.array, []
+    except (OverflowError, ValueError, TypeError):
+        pass
+    if kind == "any":
+        from deploykit.payload import column_array
+
+        return column_array(values), []
+    return _check_values(values, col, example)
+
+
+_ACCEPT: dict[str, Any] = {}
+
+
+def _accept_integer(v: Any) -> tuple[Any, str | None]:
     import numbers
 
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and type(value).__name__ != "bool_"
+    if isinstance(v, bool) or type(v).__name__ == "bool_":
+        return None, "wrong type"
+    if isinstance(v, numbers.Integral):
+        v = int(v)
+        return (v, None) if _INT_MIN <= v <= _INT_MAX else (None, "outside the 64-bit integer range")
+    if isinstance(v, numbers.Real):
+        f = float(v)
+        if f != f or f in (float("inf"), float("-inf")):
+            return None, "not a finite number"
+        if not f.is_integer():
+            return None, "not a whole number"
+        if not _INT_MIN <= f <= _INT_MAX:
+            return None, "outside the 64-bit integer range"
+        return int(f), None
+    return None, "wrong type"
 
 
-def _per_value(series: Any, col: Column, ok: Any) -> list[dict[str, Any]]:
-    problems = []
-    for pos, value in enumerate(series.tolist()):
-        if value is None or value != value:  # nulls were reported already
+def _accept_float(v: Any) -> tuple[Any, str | None]:
+    import numbers
+
+    if isinstance(v, bool) or type(v).__name__ == "bool_":
+        return None, "wrong type"
+    if isinstance(v, numbers.Real):
+        try:
+            return float(v), None
+        except OverflowError:
+            return None, "too large for a 64-bit float"
+    return None, "wrong type"
+
+
+def _accept_string(v: Any) -> tuple[Any, str | None]:
+    return (str(v), None) if isinstance(v, str) else (None, "wrong type")
+
+
+def _accept_boolean(v: Any) -> tuple[Any, str | None]:
+    if isinstance(v, bool) or type(v).__name__ == "bool_":
+        return bool(v), None
+    return None, "wrong type"
+
+
+def _accept_datetime(v: Any) -> tuple[Any, str | None]:
+    import datetime as dt
+
+    import pandas as pd
+
+    if isinstance(v, (dt.datetime, dt.date)) or type(v).__name__ == "datetime64":
+        return pd.Timestamp(v), None
+    if not isinstance(v, str):
+        return None, "wrong type"
+    try:
+        parsed = pd.Timestamp(pd.to_datetime(v, format="ISO8601"))
+    except (ValueError, TypeError, OverflowError):
+        return None, "not an ISO 8601 date-time"
+    if parsed is pd.NaT:  # "" and "NaT" parse to 'no date'; a null must be sent as null
+        return None, "not an ISO 8601 date-time"
+    return parsed, None
+
+
+_ACCEPT.update(integer=_accept_integer, float=_accept_float, string=_accept_string, boolean=_accept_boolean,
+               datetime=_accept_datetime)
+
+
+def _check_values(values: Any, col: Column, example: Any) -> tuple[Any, list[dict[str, Any]]]:
+    """The value-by-value check (mixed types, nulls, or anything off the fast path)."""
+    accept = _ACCEPT[col.type]
+    report = _Report(col, example)
+    clean: list[Any] = []
+    nulls = False
+    for row, v in enumerate(values):
+        if _is_null(v):
+            nulls = True
+            if not col.nullable:
+                report.add(row, None, "null is not allowed")
+            clean.append(None)
             continue
-        if not ok(value):
-            problems.append(_problem(col, pos, value, f"wrong type {type(value).__name__}"))
-            if len(problems) >= _MAX_PROBLEMS_PER_COLUMN:
-                break
-    return problems
+        ok, error = accept(v)
+        if error is not None:
+            report.add(row, v, error)
+        clean.append(ok)
+    problems = report.done()
+    if problems:
+        return None, problems
+    return _typed(clean, col.type, nulls), []
+
+
+def _typed(clean: list[Any], kind: str, nulls: bool) -> Any:
+    """Accepted Python values (None for null) as the column's array."""
+    import numpy as np
+    import pandas as pd
+
+    if kind == "integer":
+        return pd.array(clean, dtype="Int64") if nulls else np.array(clean, dtype=np.int64)
+    if kind == "float":
+        return np.array([np.nan if v is None else v for v in clean], dtype=np.float64)
+    if kind == "boolean":
+        return pd.array(clean, dtype="boolean") if nulls else np.array(clean, dtype=bool)
+    if kind == "datetime":
+        return pd.to_datetime(pd.Series(clean, dtype=object), utc=_mixed_tz(clean)).array
+    return _objects(clean)
+
+
+def _mixed_tz(values: list[Any]) -> bool:
+    zones = {str(getattr(v, "tz", None)) for v in values if v is not None}
+    return len(zones) > 1
+
+
+def _objects(values: Any) -> Any:
+    import numpy as np
+
+    out = np.empty(len(values), dtype=object)
+    out[:] = values
+    return out
+
+
+def _check_ndarray(arr: Any, col: Column, example: Any) -> tuple[Any, list[dict[str, Any]]]:
+    import numpy as np
+
+    kind, have = col.type, arr.dtype.kind
+    if have in "OUS" or kind == "any":
+        return (arr, []) if kind == "any" else _check_list(arr.tolist(), col, example)
+    if kind == "integer" and have in "iu":
+        if have == "u" and arr.size and arr.max() > _INT_MAX:
+            return _check_values(arr.tolist(), col, example)
+        return arr.astype(np.int64, copy=False), []
+    if kind == "integer" and have == "f":  # e.g. pandas made an int column float to hold NaN
+        nan = np.isnan(arr)
+        safe = np.where(np.isfinite(arr), arr, 0.5)
+        whole = (safe == np.floor(safe)) & (safe >= -(2.0**63)) & (safe < 2.0**63)
+        if (whole | (nan & col.nullable)).all():
+            if nan.any():
+                import pandas as pd
+
+                return pd.arrays.IntegerArray(np.where(nan, 0, safe).astype(np.int64), nan), []
+            return arr.astype(np.int64), []
+        return _check_values(arr.tolist(), col, example)
+    if kind == "float" and have in "iuf":
+        out = arr.astype(np.float64, copy=False)
+        if have == "f" and not col.nullable and np.isnan(out).any():
+            return _check_values(out.tolist(), col, example)
+        return out, []
+    if kind == "boolean" and have == "b":
+        return arr, []
+    if kind == "datetime" and have == "M":
+        return arr, []
+    return _check_values(arr.tolist() if have != "M" else list(arr), col, example)
+
+
+def _check_extension(arr: Any, col: Column, example: Any) -> tuple[Any, list[dict[str, Any]]]:
+    """pandas extension arrays: masked Int64/boolean/Float64, tz-aware date-times, strings, categories."""
+    import numpy as np
+
+    kind, have = col.type, arr.dtype.kind
+    nulls = np.asarray(arr.isna())
+    if nulls.any() and not col.nullable:
+        return _check_values(arr.to_numpy(dtype=object, na_value=None).tolist(), col, example)
+    if kind == "any":
+        return arr, []
+    if (kind == "integer" and have in "iu") or (kind == "boolean" and have == "b") or \
+            (kind == "datetime" and have == "M"):
+        return arr, []
+    if kind == "float" and have in "iuf":
+        return arr.to_numpy(dtype=np.float64, na_value=np.nan), []
+    return _check_values(arr.to_numpy(dtype=object, na_value=None).tolist(), col, example)

@@ -44,8 +44,15 @@ class LocalSettings(BaseModel):
     token: SecretStr | None = None
     certfile: str | None = None
     keyfile: str | None = None
-    max_body_bytes: int = Field(32 * 1024 * 1024, gt=0)
+    max_body_bytes: int = Field(32 * 1024 * 1024, gt=0, description="larger request bodies get 413")
     python: str | None = Field(None, description="interpreter for the server process (default: this one)")
+    workers: int = Field(1, ge=1, le=64, description="serving processes, each with its own SO_REUSEPORT listener")
+    batch_wait_ms: float = Field(2.0, ge=0, le=1000,
+                                 description="how long concurrent requests may wait to be scored in one "
+                                             "predict call; 0 turns micro-batching off")
+    max_batch_rows: int = Field(256, ge=1, description="most rows scored in one predict call")
+    allow_extra_columns: bool | None = Field(None, description="drop columns the schema does not know instead "
+                                                               "of answering 422 (default: the schema's own setting)")
 
 
 def _is_our_server(pid: int) -> bool:
@@ -122,7 +129,11 @@ class LocalTarget:
         cmd = [self.settings.python or sys.executable, "-m", _SERVER_MODULE, "--model", str(model),
                "--schema", str(schema), "--name", name, "--revision", str(revision), "--host", host,
                "--port", str(port), "--reuse-port", "--state-file", str(state_file),
-               "--max-body-bytes", str(self.settings.max_body_bytes)]
+               "--max-body-bytes", str(self.settings.max_body_bytes), "--workers", str(self.settings.workers),
+               "--batch-wait-ms", str(self.settings.batch_wait_ms),
+               "--max-batch-rows", str(self.settings.max_batch_rows)]
+        if self.settings.allow_extra_columns is not None:
+            cmd.append("--allow-extra-columns" if self.settings.allow_extra_columns else "--no-allow-extra-columns")
         if self.settings.certfile:
             cmd += ["--certfile", self.settings.certfile, "--keyfile", self.settings.keyfile or self.settings.certfile]
         env = dict(os.environ)
