@@ -55,7 +55,7 @@ def _protocol_class() -> Any:
     except ImportError:  # httptools not installed
         from uvicorn.protocols.http.h11_impl import H11Protocol as Base  # type: ignore[assignment]
 
-    class NoDelayProtocol(Base):  # type: ignore[misc, valid-type]
+    class NoDelayProtocol(Base):
         def connection_made(self, transport: Any) -> None:
             sock = transport.get_extra_info("socket")
             if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
@@ -66,23 +66,59 @@ def _protocol_class() -> Any:
     return NoDelayProtocol
 
 
+#: After SIGTERM, how long the server keeps answering (each answer with ``Connection: close``)
+#: before it closes its sockets. Clients on keep-alive connections learn to reconnect, and so
+#: reach the next revision, instead of racing the close of an idle connection.
+DRAIN_SECONDS = 0.5
+
+
+def _closing(app: Any, draining: list[bool]) -> Any:
+    """Wrap ``app`` so that, once draining, every response tells the client to close."""
+
+    async def wrapped(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or not draining:
+            await app(scope, receive, send)
+            return
+
+        async def send_close(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), (b"connection", b"close")]}
+            await send(message)
+
+        await app(scope, receive, send_close)
+
+    return wrapped
+
+
 def _run_uvicorn(app: Any, sockets: list[socket.socket], certfile: str | None, keyfile: str | None,
                  on_started: Any = None) -> None:
     import asyncio
 
     import uvicorn
 
-    uv_config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=10,
-                               ssl_certfile=certfile, ssl_keyfile=keyfile, lifespan="off",
-                               http=_protocol_class(), server_header=False)
+    draining: list[bool] = []
+    uv_config = uvicorn.Config(_closing(app, draining), log_level="warning", access_log=False,
+                               timeout_graceful_shutdown=10, ssl_certfile=certfile, ssl_keyfile=keyfile,
+                               lifespan="off", http=_protocol_class(), server_header=False)
     server = uvicorn.Server(uv_config)
 
     async def run() -> None:
         task = asyncio.ensure_future(server.serve(sockets=sockets))
         while not server.started and not task.done():
             await asyncio.sleep(0.005)
-        if server.started and on_started is not None:
+        if not server.started:
+            await task
+            return
+        # Replaces uvicorn's SIGTERM handler (which stops at once): drain first, then stop.
+        signal.signal(signal.SIGTERM, lambda signum, frame: draining.append(True))
+        if on_started is not None:
             await asyncio.get_running_loop().run_in_executor(None, on_started)
+        while not task.done():
+            if draining:
+                await asyncio.sleep(DRAIN_SECONDS)
+                server.should_exit = True
+                break
+            await asyncio.sleep(0.02)
         await task
 
     if uv_config.loop in ("auto", "uvloop"):
