@@ -494,10 +494,10 @@ def _table_v2(obj: Any, columns: Sequence[str] | None, types: Any = None) -> Tab
                 )
             if type(values).__name__ == "ndarray":
                 matrix = values.reshape(rows, width)
-                cols = {str(n): matrix[:, j] for j, n in enumerate(names)}
+                split = {str(n): matrix[:, j] for j, n in enumerate(names)}
             else:
-                cols = {str(n): values[j::width] for j, n in enumerate(names)}
-            return Table({k: _v2_typed(v, dtype) for k, v in cols.items()}, rows)
+                split = {str(n): values[j::width] for j, n in enumerate(names)}
+            return Table({k: _v2_typed(v, dtype) for k, v in split.items()}, rows)
     cols: dict[str, Any] = {}
     for (values, shape, dtype), t in zip(parsed, tensors):
         if len(shape) > 2 or (len(shape) == 2 and shape[1] != 1):
@@ -582,7 +582,7 @@ def _table_csv(obj: Any, columns: Sequence[str] | None, types: Mapping[str, str]
     kwargs: dict[str, Any] = {}
     if types:
         try:
-            from pandas._libs.parsers import STR_NA_VALUES
+            from pandas._libs.parsers import STR_NA_VALUES  # type: ignore[import-untyped, unused-ignore]
         except ImportError:  # a pandas that moved it: its documented default list
             STR_NA_VALUES = {"", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND",
                              "1.#QNAN", "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"}
@@ -848,10 +848,10 @@ def _plain(values: Any) -> list[Any]:
         values = values.to_numpy()
     dtype = getattr(values, "dtype", None)
     if dtype is None:
-        values = list(values)
-        if set(map(type, values)) <= {str, int, bool, _NONE}:
-            return values
-        return jsonable(values)  # type: ignore[no-any-return]
+        plain = list(values)
+        if set(map(type, plain)) <= {str, int, bool, _NONE}:
+            return plain
+        return jsonable(plain)  # type: ignore[no-any-return]
     kind = dtype.kind
     if kind in "iubUS":
         return values.tolist()  # type: ignore[no-any-return]
@@ -1067,7 +1067,7 @@ def _decode_csv_predictions(cls: type[Predictions], body: str | bytes | bytearra
     labels = [_csv_scalar(r[li]) for r in rows[1:]]
     if not proba_cols:
         return cls(labels, raw=body)
-    probabilities = [[_csv_float(r[j]) for j, _ in proba_cols] for r in rows[1:]]
+    probabilities: list[list[float]] = [[_csv_float(r[j]) for j, _ in proba_cols] for r in rows[1:]]  # type: ignore[misc]
     return cls(labels, probabilities, [_csv_scalar(name) for _, name in proba_cols], raw=body)
 
 

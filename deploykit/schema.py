@@ -311,7 +311,7 @@ def _is_null(value: Any) -> bool:
         return True
     kind = type(value)
     if kind is float:
-        return value != value
+        return bool(value != value)
     name = kind.__name__
     if name in ("NAType", "NaTType"):
         return True

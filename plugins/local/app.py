@@ -21,7 +21,7 @@ import logging
 import os
 import zlib
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -252,13 +252,19 @@ class Batcher:
         """Score one request's validated columns; raises _ModelError if the model rejects them.
         ``client`` (the connection, e.g. the ASGI scope's ``client``) lets the batcher learn how
         many clients are active."""
-        if self.wait_s <= 0 or rows >= self.max_rows:
+        loop = asyncio.get_running_loop()
+        if self.wait_s <= 0 or rows >= self.max_rows or \
+                (not self.running and self._expected(loop.time()) <= 1 and client in self.recent):
+            # Batching off, a request that fills a batch, or the only client of late: score now.
             self.batches += 1
             self.requests += 1
-            return self._score_alone(columns, rows, want_proba)
-        # Queue even when idle: the batch is taken by a task that runs after every request that
-        # arrived together with this one has been parsed and queued too.
-        loop = asyncio.get_running_loop()
+            try:
+                return self._score_alone(columns, rows, want_proba)
+            finally:
+                if client is not None:
+                    self.recent[client] = loop.time()
+        # Else queue, even when idle: the batch is taken by a task that runs after every request
+        # that arrived together with this one has been parsed and queued too.
         job = _Job(columns, rows, want_proba, loop.create_future())
         self.queue.append(job)
         if not self.running:
@@ -380,7 +386,7 @@ def _settle(future: asyncio.Future[Any], result: Any = None, exc: BaseException 
 
 # -- request plumbing ----------------------------------------------------------------------------
 
-def _headers(scope: dict[str, Any]) -> dict[bytes, bytes]:
+def _headers(scope: Mapping[str, Any]) -> dict[bytes, bytes]:
     return dict(scope["headers"])
 
 
@@ -539,8 +545,8 @@ class _Endpoint:
             await _send(send, p.status, _dumps(self.error(p)), extra=extra)
         except Exception as exc:  # a bug, not bad input: say so in the protocol's shape, log the trace
             log.exception("deploykit server: %s %s failed", scope.get("method"), scope.get("path"))
-            p = HTTPProblem(500, f"internal error ({type(exc).__name__}: {exc}); see the server log")
-            await _send(send, 500, _dumps(self.error(p)))
+            bug = HTTPProblem(500, f"internal error ({type(exc).__name__}: {exc}); see the server log")
+            await _send(send, 500, _dumps(self.error(bug)))
 
 
 def _wants_csv(headers: dict[bytes, bytes]) -> bool:

@@ -12,7 +12,8 @@ spreads connections over them) and runs its own event loop and micro-batcher; th
 process serves too and keeps the health socket. Workers stop with the main process (SIGTERM
 is passed on; on Linux they also get SIGTERM if it dies). Every accepted connection gets
 TCP_NODELAY: uvicorn leaves Nagle's algorithm on for pre-bound sockets, which adds ~40 ms to
-keep-alive requests (uvicorn issue 3149).
+keep-alive requests (uvicorn issue 3149). On shutdown, idle keep-alive connections are not cut
+under a client's next request: it is answered with ``Connection: close`` (see IDLE_GRACE_S).
 """
 
 from __future__ import annotations
@@ -48,14 +49,21 @@ def bind(host: str, port: int, reuse_port: bool = False) -> socket.socket:
     return sock
 
 
+#: On shutdown, an idle keep-alive connection may still get one more request in this window.
+IDLE_GRACE_S = 1.0
+
+
 def _protocol_class() -> Any:
-    """uvicorn's HTTP protocol (httptools if installed, else h11) with TCP_NODELAY per connection."""
+    """uvicorn's HTTP protocol (httptools if installed, else h11) with TCP_NODELAY per connection
+    and, with httptools, a drain on shutdown that never closes a connection under a request."""
     try:
         from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as Base
     except ImportError:  # httptools not installed
         from uvicorn.protocols.http.h11_impl import H11Protocol as Base  # type: ignore[assignment]
 
     class NoDelayProtocol(Base):
+        _draining = False
+
         def connection_made(self, transport: Any) -> None:
             sock = transport.get_extra_info("socket")
             if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
@@ -63,31 +71,27 @@ def _protocol_class() -> Any:
                     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             super().connection_made(transport)
 
+        if hasattr(Base, "on_headers_complete"):  # httptools: drain keep-alive connections gently
+            def on_headers_complete(self) -> None:
+                super().on_headers_complete()
+                if self._draining and self.cycle is not None:
+                    self.cycle.keep_alive = False  # answer with Connection: close, then close
+
+            def shutdown(self) -> None:
+                # uvicorn closes an idle keep-alive connection at once, which races with a request
+                # the client is sending on it: during an update the client sees "connection reset".
+                # Answer such a request (with Connection: close) instead; close only what stays idle.
+                if self.cycle is None or self.cycle.response_complete:
+                    self._draining = True
+                    self.loop.call_later(IDLE_GRACE_S, self._close_if_idle)
+                else:
+                    self.cycle.keep_alive = False
+
+            def _close_if_idle(self) -> None:
+                if not self.transport.is_closing() and (self.cycle is None or self.cycle.response_complete):
+                    self.transport.close()
+
     return NoDelayProtocol
-
-
-#: After SIGTERM, how long the server keeps answering (each answer with ``Connection: close``)
-#: before it closes its sockets. Clients on keep-alive connections learn to reconnect, and so
-#: reach the next revision, instead of racing the close of an idle connection.
-DRAIN_SECONDS = 0.5
-
-
-def _closing(app: Any, draining: list[bool]) -> Any:
-    """Wrap ``app`` so that, once draining, every response tells the client to close."""
-
-    async def wrapped(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or not draining:
-            await app(scope, receive, send)
-            return
-
-        async def send_close(message: dict[str, Any]) -> None:
-            if message["type"] == "http.response.start":
-                message = {**message, "headers": [*message.get("headers", []), (b"connection", b"close")]}
-            await send(message)
-
-        await app(scope, receive, send_close)
-
-    return wrapped
 
 
 def _run_uvicorn(app: Any, sockets: list[socket.socket], certfile: str | None, keyfile: str | None,
@@ -96,29 +100,17 @@ def _run_uvicorn(app: Any, sockets: list[socket.socket], certfile: str | None, k
 
     import uvicorn
 
-    draining: list[bool] = []
-    uv_config = uvicorn.Config(_closing(app, draining), log_level="warning", access_log=False,
-                               timeout_graceful_shutdown=10, ssl_certfile=certfile, ssl_keyfile=keyfile,
-                               lifespan="off", http=_protocol_class(), server_header=False)
+    uv_config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=10,
+                               ssl_certfile=certfile, ssl_keyfile=keyfile, lifespan="off",
+                               http=_protocol_class(), server_header=False)
     server = uvicorn.Server(uv_config)
 
     async def run() -> None:
         task = asyncio.ensure_future(server.serve(sockets=sockets))
         while not server.started and not task.done():
             await asyncio.sleep(0.005)
-        if not server.started:
-            await task
-            return
-        # Replaces uvicorn's SIGTERM handler (which stops at once): drain first, then stop.
-        signal.signal(signal.SIGTERM, lambda signum, frame: draining.append(True))
-        if on_started is not None:
+        if server.started and on_started is not None:
             await asyncio.get_running_loop().run_in_executor(None, on_started)
-        while not task.done():
-            if draining:
-                await asyncio.sleep(DRAIN_SECONDS)
-                server.should_exit = True
-                break
-            await asyncio.sleep(0.02)
         await task
 
     if uv_config.loop in ("auto", "uvloop"):
