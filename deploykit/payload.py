@@ -579,7 +579,13 @@ def _table_csv(obj: Any, columns: Sequence[str] | None, types: Mapping[str, str]
     text = obj.decode("utf-8", "replace") if isinstance(obj, (bytes, bytearray)) else obj
     if not text.strip():
         raise PayloadError("the CSV payload is empty; send a header line and at least one row")
-    kwargs: dict[str, Any] = {}
+    try:
+        header = next(csv.reader(io.StringIO(text, newline="")), [])
+    except csv.Error as exc:
+        raise PayloadError(f"the CSV header line could not be parsed ({exc}); send a header line of "
+                           "comma-separated column names") from None
+    # With one column, a null field is an empty line: it is a row, not a blank line to skip.
+    kwargs: dict[str, Any] = {"skip_blank_lines": len(header) != 1}
     if types:
         try:
             from pandas._libs.parsers import STR_NA_VALUES  # type: ignore[import-untyped, unused-ignore]
@@ -587,11 +593,6 @@ def _table_csv(obj: Any, columns: Sequence[str] | None, types: Mapping[str, str]
             STR_NA_VALUES = {"", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND",
                              "1.#QNAN", "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"}
         # A string column keeps "NA", "null" or "123" as text; only an empty field is null.
-        try:
-            header = next(csv.reader(io.StringIO(text, newline="")), [])
-        except csv.Error as exc:
-            raise PayloadError(f"the CSV header line could not be parsed ({exc}); send a header line of "
-                               "comma-separated column names") from None
         kwargs["keep_default_na"] = False
         kwargs["na_values"] = {h: ([""] if types.get(h) == "string" else sorted(STR_NA_VALUES)) for h in header}
         kwargs["dtype"] = {h: object for h in header if types.get(h) == "string"}

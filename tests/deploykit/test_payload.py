@@ -415,3 +415,9 @@ def test_import_deploykit_loads_no_pandas_numpy_or_fastapi() -> None:
 def test_csv_refuses_what_it_cannot_carry() -> None:
     with pytest.raises(PayloadError, match=r"column 'job' holds a NUL character, which CSV cannot carry"):
         encode([{"job": "a\x00b"}], "csv")
+
+
+def test_one_column_csv_keeps_a_null_row() -> None:
+    # found by the CSV property test: a lone null field is an empty line, which is a row
+    frame = decode("a\r\n\r\n2\r\n", fmt="csv")
+    assert len(frame) == 2 and pd.isna(frame["a"].iloc[0]) and frame["a"].iloc[1] == 2
