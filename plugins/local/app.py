@@ -38,7 +38,7 @@ from deploykit import payload
 from deploykit.artifact import Artifact
 from deploykit.errors import PayloadError, SchemaError
 
-__all__ = ["Batcher", "HTTPProblem", "Scorer", "ServerConfig", "create_app"]
+__all__ = ["Batcher", "HTTPProblem", "ModelScorer", "ServerConfig", "create_app"]
 
 log = logging.getLogger("deploykit.server")
 
@@ -145,7 +145,7 @@ def _labels_from_proba(model: Any) -> Any:
     return np.asarray(final.classes_)
 
 
-class Scorer:
+class ModelScorer:
     """Calls the model: labels, and class probabilities when asked for.
 
     For estimators whose ``predict`` is the arg-max of ``predict_proba`` the labels are taken
@@ -413,7 +413,7 @@ class _Context:
         self.columns = self.schema.names or None
         self.types = {c.name: c.type for c in self.schema.columns} or None
         self.token = config.token.encode() if config.token else None
-        self.scorer = Scorer(artifact)
+        self.scorer = ModelScorer(artifact)
         self.batcher = Batcher(self.scorer, max(0.0, config.batch_wait_ms) / 1000.0, config.max_batch_rows)
         self.example_body = orjson.dumps([self.schema.example]).decode() if self.schema.example else \
             '[{"column": "value"}]'

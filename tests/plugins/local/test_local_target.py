@@ -30,6 +30,14 @@ def _alive(pid: int) -> bool:
     return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
 
 
+def _use_crashing_interpreter(project, message: str, code: int) -> None:
+    """Point local.python at a script that prints ``message`` and exits: a server that dies at start."""
+    crash = project.dir / "crash.sh"
+    crash.write_text(f"#!/bin/sh\necho '{message}' >&2\nexit {code}\n")
+    crash.chmod(0o755)
+    project.write_credentials(f"local:\n  python: {crash}\n")
+
+
 def _expected(model: Path, rows: list[dict]) -> list:
     return joblib.load(model).predict(pd.DataFrame(rows)).tolist()
 
@@ -144,10 +152,7 @@ def test_port_in_use_is_refused_and_nothing_recorded(project, bank_model) -> Non
 
 
 def test_server_dying_during_start_is_reported(project, bank_model) -> None:
-    crash = project.dir / "crash.sh"
-    crash.write_text("#!/bin/sh\necho 'Segmentation fault (simulated)' >&2\nexit 139\n")
-    crash.chmod(0o755)
-    project.write_credentials(f"local:\n  python: {crash}\n")
+    _use_crashing_interpreter(project, "Segmentation fault (simulated)", 139)
     with pytest.raises(DeploymentError, match=r"(?s)exited during start-up.*Segmentation fault \(simulated\)"):
         deploykit.deploy(bank_model, name="bank")
     assert not project.metadata.exists() or "bank" not in project.metadata.read_text()
@@ -233,10 +238,7 @@ def test_serve_in_the_foreground(project, bank_model, bank_rows) -> None:
 def test_failed_update_keeps_the_old_revision_serving(project, bank_model, bank_model_v2, bank_rows) -> None:
     dep = deploykit.deploy(bank_model, name="bank")
     try:
-        crash = project.dir / "crash.sh"
-        crash.write_text("#!/bin/sh\necho 'ImportError: simulated broken environment' >&2\nexit 1\n")
-        crash.chmod(0o755)
-        project.write_credentials(f"local:\n  python: {crash}\n")
+        _use_crashing_interpreter(project, "ImportError: simulated broken environment", 1)
         with pytest.raises(DeploymentError, match=r"(?s)revision 2 .*failed.*rolled back to revision 1"):
             deploykit.deploy(bank_model_v2, name="bank")
         recorded = yaml.safe_load(project.metadata.read_text())["deployments"]["bank"]["local"]
