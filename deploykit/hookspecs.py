@@ -8,7 +8,14 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
+    import click
+
+    from deploykit.artifact import Artifact
+    from deploykit.batch import EngineRegistry
     from deploykit.deployment import Deployment
+    from deploykit.schema import Schema
     from deploykit.payload import Format
     from deploykit.target import TargetRegistry
 
@@ -31,3 +38,19 @@ def deploykit_register_formats(register: Callable[[Format], None]) -> None:
 @hookspec
 def deploykit_deployment_changed(event: str, deployment: Deployment) -> None:
     """Called after a deployment was created, updated, rolled back or deleted (``event`` says which); returns nothing."""
+
+
+@hookspec(firstresult=True)
+def deploykit_load_artifact(source: str, schema: str | Path | Schema | None,
+                            credentials: str | Path | None) -> Artifact | None:
+    """Called to load a model source (a path or URI); return an Artifact if you recognise ``source``, else None (first result wins)."""
+
+
+@hookspec
+def deploykit_register_commands(cli: click.Group) -> None:
+    """Called once when the ``deploykit`` command line is built; add ``click`` commands to ``cli``."""
+
+
+@hookspec
+def deploykit_register_engines(registry: EngineRegistry) -> None:
+    """Called once when batch engines are first needed; call ``registry.add(...)`` for each engine you provide."""

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from deploykit.deployment import Deployment
     from deploykit.payload import Predictions
 
-__all__ = ["Deployer", "Scorer", "Target", "TargetContext", "TargetInfo", "TargetRegistry", "wait_until"]
+__all__ = ["BatchScorer", "Deployer", "Scorer", "Target", "TargetContext", "TargetInfo", "TargetRegistry", "wait_until"]
 
 T = TypeVar("T")
 
@@ -63,6 +63,15 @@ class Scorer(Protocol):
 
     def score(self, deployment: Deployment, frame: pd.DataFrame) -> Predictions:
         """Send ``frame`` in the platform's wire format and decode the answer into Predictions."""
+
+
+@runtime_checkable
+class BatchScorer(Protocol):
+    """Optional: a target that scores whole files or tables as a job on the platform (Watson batch
+    jobs, SageMaker batch transform). ``deploykit batch --target T NAME ...`` uses it."""
+
+    def score_batch(self, deployment: Deployment, frame: pd.DataFrame, timeout: float) -> Predictions:
+        """Score ``frame`` as one platform batch job for ``deployment``; block until done or ``timeout``."""
 
 
 class Target(Deployer, Scorer, Protocol):
