@@ -7,6 +7,7 @@
     ├── TargetError              a target cannot be used
     │   ├── UnknownTargetError       nobody registered that name
     │   └── TargetUnavailableError   registered, but its SDK (extra) is not installed
+    ├── InvalidNameError         a deployment name no target accepts, or that would escape .deploykit/
     ├── NotDeployedError         no record for that name (and target) in metadata.yaml
     ├── DeploymentError          create/update/rollback/delete failed on the target
     │   ├── DeploymentTimeout        not ready within the timeout
@@ -31,6 +32,7 @@ __all__ = [
     "DeployKitError",
     "DeploymentError",
     "DeploymentTimeout",
+    "InvalidNameError",
     "MetadataError",
     "NotDeployedError",
     "PayloadError",
@@ -69,6 +71,10 @@ class UnknownTargetError(TargetError):
 
 class TargetUnavailableError(TargetError):
     """The target is registered but its SDK is missing; the message names the extra."""
+
+
+class InvalidNameError(DeployKitError):
+    """A deployment name breaks the rule every target accepts (see ``deploykit.names``)."""
 
 
 class NotDeployedError(DeployKitError):
