@@ -61,7 +61,28 @@ def _describe(dep: Any) -> None:
                + (f", {dep.url}" if dep.url and dep.action != "deleted" else ""))
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _PluginCommands(click.Group):
+    """The command group, completed on first use by every plugin's ``deploykit_register_commands``."""
+
+    _loaded = False
+
+    def _load(self) -> None:
+        if not self._loaded:
+            self._loaded = True
+            from deploykit.plugins import get_plugin_manager
+
+            get_plugin_manager().hook.deploykit_register_commands(cli=self)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        self._load()
+        return super().list_commands(ctx)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        self._load()
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=_PluginCommands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="deploykit")
 def cli() -> None:
     """Deploy a fitted model to any platform through one interface, and score it with any payload."""

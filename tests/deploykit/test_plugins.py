@@ -101,3 +101,29 @@ def test_import_is_cheap() -> None:
             "'mlflow', 'ibm_watsonx_ai', 'boto3', 'sklearn', 'yaml') if m in sys.modules]; print(heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_plugins_add_cli_commands() -> None:
+    import click
+    from click.testing import CliRunner
+
+    from deploykit.cli import _PluginCommands
+    from deploykit.hookspecs import hookimpl
+
+    class Plugin:
+        @hookimpl
+        def deploykit_register_commands(self, cli: click.Group) -> None:
+            @cli.command()
+            def hello() -> None:
+                """Say hello."""
+                click.echo("hello from a plugin")
+
+    plugins.reset()
+    plugins.get_plugin_manager().register(Plugin())
+    try:
+        group = _PluginCommands(name="deploykit")
+        result = CliRunner().invoke(group, ["hello"])
+        assert result.exit_code == 0 and result.output == "hello from a plugin\n"
+        assert "hello" in CliRunner().invoke(group, ["--help"]).output
+    finally:
+        plugins.reset()
