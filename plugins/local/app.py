@@ -747,7 +747,9 @@ def create_app(artifact: Artifact, config: ServerConfig | None = None) -> FastAP
 def _label_datatype(ctx: _Context) -> str:
     classes = ctx.artifact.classes
     if classes:
-        return payload._v2_label_type(classes)
+        from deploykit.payload.v2 import label_datatype
+
+        return label_datatype(classes)
     return "FP64"
 
 
