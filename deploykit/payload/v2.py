@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
     from deploykit.payload.predictions import Predictions
 
-__all__ = ["BINARY_HEADER", "DATATYPES", "decode_binary_request", "decode_v2_binary", "deploykit_register_formats",
+__all__ = ["BINARY_HEADER", "DATATYPES", "PROBABILITIES", "decode_binary_request", "decode_v2_binary", "deploykit_register_formats",
            "infer_response", "label_datatype", "model_metadata", "request_problem", "requested_outputs"]
 
 #: The V2 datatypes and the numpy dtype of each (little-endian on the wire).
@@ -237,9 +237,13 @@ def request_problem(obj: Any) -> str | None:
             '{"name", "shape", "datatype", "data"}')
 
 
+#: The output holding class probabilities (``predict`` holds the labels).
+PROBABILITIES = "predict_proba"
+
+
 def output_names(has_proba: bool) -> set[str]:
     """The outputs a model has: ``predict``, and ``predict_proba`` when it gives probabilities."""
-    return {"predict"} | ({"predict_proba"} if has_proba else set())
+    return {"predict"} | ({PROBABILITIES} if has_proba else set())
 
 
 def requested_outputs(obj: dict[str, Any], has_proba: bool) -> set[str] | None:

@@ -15,7 +15,10 @@ from deploykit.payload.table import Table, _concat_tables, _rows, _rows_to_table
 if TYPE_CHECKING:
     from deploykit.payload.predictions import Predictions
 
-__all__ = ["MISSING_INPUT_CODE", "deploykit_register_formats", "encode_blocks", "missing_input"]
+__all__ = ["MISSING_INPUT_CODE", "REQUEST_FORMAT", "deploykit_register_formats", "encode_blocks", "missing_input"]
+
+#: The request format of the Watson scoring route.
+REQUEST_FORMAT = "input_data"
 
 #: The error code Watson answers with when a request has no ``input_data``.
 MISSING_INPUT_CODE = "missing_input_data"

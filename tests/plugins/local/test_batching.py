@@ -17,8 +17,10 @@ import pytest
 
 from deploykit.artifact import Artifact, load_artifact
 from deploykit.payload import Predictions, encode
-from deploykit_plugins.local.app import Batcher, ServerConfig, _ModelError, create_app
-from deploykit_plugins.local.server import running
+from deploykit_plugins.local.app import ServerConfig, create_app
+from deploykit_plugins.local.batcher import Batcher, ModelError
+from deploykit_plugins.local.settings import LocalSettings, ServerDocument, write_document
+from deploykit.testing.servers import running
 
 # -- the Batcher on its own ---------------------------------------------------------------------
 
@@ -64,7 +66,7 @@ def test_a_request_the_model_rejects_fails_alone() -> None:
     requests = [("a",), ("b", "c"), ("poison",), ("d",), ("e", "f")]
     results = asyncio.run(submit_all(Batcher(scorer, wait_s=0.05, max_rows=1000), requests))
     failed = [r for r in results if isinstance(r, Exception)]
-    assert len(failed) == 1 and isinstance(results[2], _ModelError)
+    assert len(failed) == 1 and isinstance(results[2], ModelError)
     assert str(results[2]) == "ValueError: this model refuses 'poison'"
     for request, preds in zip(requests, results):
         if request != ("poison",):
@@ -259,9 +261,11 @@ def test_workers_share_the_port_hand_over_to_the_next_revision_and_stop_together
 
     def start(revision: int) -> subprocess.Popen[bytes]:
         state = tmp_path / f"state-{revision}.json"
-        proc = subprocess.Popen([sys.executable, "-m", "deploykit_plugins.local.server", "--model", str(bank_model),
-                                 "--name", "bank", "--revision", str(revision), "--port", str(port), "--reuse-port",
-                                 "--workers", "2", "--state-file", str(state)],
+        document = tmp_path / f"settings-{revision}"
+        write_document(document, ServerDocument(model=str(bank_model), name="bank", revision=revision,
+                                                reuse_port=True, state_file=str(state),
+                                                settings=LocalSettings(port=port, workers=2)))
+        proc = subprocess.Popen([sys.executable, "-m", "deploykit_plugins.local.server", "--settings", str(document)],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         _wait(lambda: state.exists() or proc.poll() is not None, f"revision {revision} to serve")
         assert proc.poll() is None and json.loads(state.read_text())["workers"] == 2

@@ -21,7 +21,7 @@ from fastapi.testclient import TestClient
 from deploykit.artifact import Artifact, load_artifact
 from deploykit.payload import Format, Predictions, encode
 from deploykit_plugins.local.app import ServerConfig, create_app
-from deploykit_plugins.local.server import running
+from deploykit.testing.servers import running
 
 COLUMNS = ["age", "job", "marital", "education", "balance", "housing", "duration", "campaign"]
 
