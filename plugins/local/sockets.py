@@ -13,7 +13,7 @@ import contextlib
 import socket
 from typing import Any
 
-__all__ = ["IDLE_GRACE_S", "PROTOCOL_INTERNALS", "bind", "protocol_class", "run_uvicorn"]
+__all__ = ["IDLE_GRACE_S", "CYCLE_INTERNALS", "PROTOCOL_INTERNALS", "bind", "protocol_class", "run_uvicorn"]
 
 
 def bind(host: str, port: int, reuse_port: bool = False) -> socket.socket:
@@ -37,6 +37,8 @@ IDLE_GRACE_S = 1.0
 #: setup.cfg bounds uvicorn's version for this; tests/plugins/local/test_sockets.py checks each
 #: name still exists, so an uvicorn upgrade that moves one fails loudly there, not in production.
 PROTOCOL_INTERNALS = ("connection_made", "on_headers_complete", "shutdown", "cycle", "loop", "transport")
+#: What it relies on in the protocol's request cycle.
+CYCLE_INTERNALS = ("keep_alive", "response_complete")
 
 
 def protocol_class() -> Any:
