@@ -194,10 +194,12 @@ def deploykit_server(work: Workload, workers: int, batch_wait_ms: float, tree: P
     label = f"deploykit local ({workers} worker{'s' if workers > 1 else ''}, batching {batch_wait_ms:g} ms)"
     env: dict[str, str] = {}
     key = f"deploykit-w{workers}"
+    cwd = None
     if tree is not None:
         label += f" [{tree}]"
         key += "-baseline"
-        env["PYTHONPATH"] = str(_import_root(tree, work.folder))
+        cwd = _import_root(tree, work.folder)  # `python -m` puts the working folder first on sys.path
+        env["PYTHONPATH"] = str(cwd)
     server_py = (tree or ROOT) / "plugins" / "local" / "server.py"
     if "--settings" in server_py.read_text():
         from deploykit_plugins.local.settings import LocalSettings, ServerDocument, write_document
@@ -215,7 +217,7 @@ def deploykit_server(work: Workload, workers: int, batch_wait_ms: float, tree: P
         write = None
     cmd = [sys.executable, "-m", "deploykit_plugins.local.server", *args]
     return Server(key, label, cmd, "/health", "/invocations", split_body(work.one),
-                  split_body(work.big), port=port, env=env, before_start=write)
+                  split_body(work.big), port=port, env=env, cwd=cwd, before_start=write)
 
 
 def _import_root(tree: Path, work: Path) -> Path:
