@@ -70,19 +70,11 @@ class Artifact:
         return jsonable(list(classes))  # type: ignore[no-any-return]
 
     def predict(self, frame: Any) -> Any:
-        """Score a validated DataFrame in process; returns Predictions."""
-        from deploykit.payload import Predictions
+        """Score a validated DataFrame in process (labels and probabilities in one model pass
+        where the model allows it); returns Predictions."""
+        from deploykit.inference import ModelScorer
 
-        X = frame if getattr(self.model, "feature_names_in_", None) is not None or self.flavor == "mlflow" \
-            else frame.to_numpy()
-        labels = self.model.predict(X)
-        proba = None
-        if hasattr(self.model, "predict_proba") and self.flavor != "mlflow":
-            try:
-                proba = self.model.predict_proba(X)
-            except (AttributeError, NotImplementedError):  # e.g. SVC(probability=False)
-                proba = None
-        return Predictions.from_model(labels, proba, self.classes if proba is not None else None)
+        return ModelScorer(self)(frame, want_proba=True)
 
 
 def _framework_of(model: Any) -> tuple[str, str | None]:
