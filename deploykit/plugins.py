@@ -97,13 +97,20 @@ def _register(pm: pluggy.PluginManager, plugin: Any, name: str) -> None:
 def _invalid(exc: pluggy.PluginValidationError) -> PluginError:
     """A PluginError naming the plugin and the hook implementation pluggy refused."""
     plugin = exc.plugin
-    name = getattr(plugin, "__name__", None) or type(plugin).__name__
+    name = getattr(plugin, "__name__", None) or type(plugin).__qualname__
     known = ", ".join(n for n in dir(hookspecs) if n.startswith("deploykit_"))
     return PluginError(
         f"plugin {name!r} has an invalid hook implementation: {exc}; a hook implementation must be named "
         f"and take arguments like one of the hooks in deploykit.hookspecs ({known}); fix the plugin or "
         "leave it out with DEPLOYKIT_PLUGINS"
     )
+
+
+def _label(name: str, plugin: Any) -> str:
+    """A plugin's registered name, or its module or class name when it was registered without one."""
+    if name != str(id(plugin)):
+        return name
+    return str(getattr(plugin, "__name__", None) or type(plugin).__qualname__)
 
 
 def _entry_point_names() -> list[str]:
@@ -151,7 +158,7 @@ def notify(event: str, deployment: Deployment) -> None:
             impl.function(*[arguments[a] for a in impl.argnames])
         except Exception as exc:
             warnings.warn(
-                f"plugin {impl.plugin_name!r} failed in deploykit_deployment_changed for {event} of "
+                f"plugin {_label(impl.plugin_name, impl.plugin)!r} failed in deploykit_deployment_changed for {event} of "
                 f"{deployment.name!r} on {deployment.target} ({type(exc).__name__}: {exc}); the deployment is "
                 "recorded and serving; fix or disable the plugin (DEPLOYKIT_PLUGINS)",
                 ListenerWarning, stacklevel=2,
