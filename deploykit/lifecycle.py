@@ -213,20 +213,46 @@ def deploy(model: PathLike | Artifact, *, target: str = "local", name: str | Non
         return _update(state, events, tgt, current, artifact, timeout)
 
 
-def _ready_model(artifact: Artifact) -> None:
-    """Make sure the model is loadable before anything is created: unpickle it now, unless the
-    schema is already known, in which case unpickling (and importing scikit-learn) overlaps with
-    the target's work and its errors surface before the deployment is recorded."""
+def _ready_model(tgt: Target, artifact: Artifact) -> None:
+    """Unpickle the model before anything is created, so a file that holds no model fails first.
+
+    A target whose ``loads_model_itself`` is true (its server process loads the file; its deploy
+    reads no ``model``/``framework``/``classes``) is spared that when the schema is already known
+    (given or a sidecar): the deploying process then never imports scikit-learn, and the model
+    is checked only if the deployment fails, to name the cause (see ``_failure``).
+    """
     if artifact.loaded:
         return
-    if "schema" in artifact.__dict__:
-        artifact.prefetch()
-    else:
+    if getattr(tgt, "loads_model_itself", False) and "schema" in artifact.__dict__:
+        _import_in_background("pandas")  # the smoke test needs it; import it while the server starts
+        return
+    artifact.load()
+
+
+def _import_in_background(module: str) -> None:
+    import importlib
+    import sys
+    import threading
+
+    if module not in sys.modules:
+        threading.Thread(target=importlib.import_module, args=(module,), name=f"deploykit-import-{module}",
+                         daemon=True).start()
+
+
+def _failure(artifact: Artifact, exc: DeployKitError) -> DeployKitError:
+    """The error to report for a failed deployment: the model's own ArtifactError when the file
+    holds no model (clearer than a server's log tail), else ``exc``."""
+    from deploykit.errors import ArtifactError
+
+    try:
         artifact.load()
+    except ArtifactError as error:
+        return error
+    return exc
 
 
 def _create(state: State, events: _Events, tgt: Target, artifact: Artifact, name: str, timeout: float) -> Deployment:
-    _ready_model(artifact)
+    _ready_model(tgt, artifact)
     try:
         created = tgt.deploy(artifact, name)
     except DeploymentError as exc:
@@ -237,12 +263,10 @@ def _create(state: State, events: _Events, tgt: Target, artifact: Artifact, name
     created.revision, created.model_sha256 = 1, artifact.sha256
     created.columns = artifact.schema.names
     try:
-        try:
-            ready = tgt.wait_ready(created, timeout)
-        finally:
-            artifact.load()  # not a model: its ArtifactError is the clearer message than the server's
+        ready = tgt.wait_ready(created, timeout)
         _smoke(tgt, ready, artifact)
-    except DeployKitError as exc:
+    except DeployKitError as failed:
+        exc = _failure(artifact, failed)
         try:
             tgt.delete(created)
         except DeployKitError as cleanup:
@@ -253,13 +277,13 @@ def _create(state: State, events: _Events, tgt: Target, artifact: Artifact, name
                 f"{state.source} with status 'failed': run 'deploykit delete {name} --target {created.target}'",
                 deployment=created,
             ) from None
-        raise
+        raise exc from None
     return _succeed(state, events, ready, "created")
 
 
 def _update(state: State, events: _Events, tgt: Target, current: Deployment, artifact: Artifact,
             timeout: float) -> Deployment:
-    artifact.load()
+    _ready_model(tgt, artifact)
     try:
         updated = tgt.update(current, artifact)
     except DeploymentError as exc:
@@ -272,7 +296,8 @@ def _update(state: State, events: _Events, tgt: Target, current: Deployment, art
     try:
         ready = tgt.wait_ready(updated, timeout)
         _smoke(tgt, ready, artifact)
-    except DeployKitError as exc:
+    except DeployKitError as failed:
+        exc = _failure(artifact, failed)
         restored = _restore(state, events, tgt, updated, current, timeout)
         kind = SmokeTestError if isinstance(exc, SmokeTestError) else DeploymentError
         raise kind(

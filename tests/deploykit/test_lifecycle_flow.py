@@ -190,3 +190,60 @@ def test_no_warning_when_listeners_succeed(project: Any, bank_model: Path, liste
         warnings.simplefilter("error", ListenerWarning)
         _deploy(bank_model, project)
     assert [c[0] for c in listener.calls] == ["created"]
+
+
+class _ServerLoadsTheModel(MemoryTarget):
+    """A memory target that, like a server process, never needs the model in the deploying process."""
+
+    loads_model_itself = True
+
+    def score(self, deployment: deploykit.Deployment, frame: Any) -> Any:
+        from deploykit.payload import Predictions
+
+        held = self.served[deployment.ids["deployment_id"]][1]
+        if not held.loaded:
+            return Predictions.from_model(["no"] * len(frame), None, None)
+        return super().score(deployment, frame)
+
+
+@pytest.fixture
+def server_target() -> Any:
+    class Plugin:
+        @hookimpl
+        def deploykit_register_targets(self, registry: Any) -> None:
+            registry.add("server", _ServerLoadsTheModel, description="loads the model in its own process")
+
+    from deploykit import plugins
+
+    plugins.reset()
+    plugins.get_plugin_manager().register(Plugin())
+    yield "server"
+    plugins.reset()
+
+
+def test_a_target_that_loads_the_model_itself_spares_the_unpickling(project: Any, bank_model: Path, server_target: str,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[Path] = []
+    real = artifact_module._load_pickle
+    monkeypatch.setattr(artifact_module, "_load_pickle", lambda path: calls.append(path) or real(path))
+    created = deploykit.deploy(bank_model, target=server_target, name="bank", metadata=project.metadata)
+    assert created.action == "created" and calls == []
+
+
+def test_a_target_that_loads_the_model_itself_still_names_a_bad_file(project: Any, tmp_path: Path, server_target: str,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    import pickle
+
+    path = tmp_path / "weights.pkl"
+    path.write_bytes(pickle.dumps([1, 2, 3]))
+    (tmp_path / "weights.schema.json").write_text(json.dumps({"columns": [{"name": "a", "type": "integer"}],
+                                                             "example": {"a": 1}}))
+
+    def broken_server(self: Any, deployment: Any, timeout: float) -> Any:
+        raise deploykit.DeploymentError("server exited: see its log")
+
+    monkeypatch.setattr(_ServerLoadsTheModel, "wait_ready", broken_server)
+    with pytest.raises(deploykit.ArtifactError, match="holds a builtins.list, which has no predict"):
+        deploykit.deploy(path, target=server_target, name="bank", metadata=project.metadata)
+    assert MemoryTarget.served == {}
+    assert "bank" not in (project.metadata.read_text() if project.metadata.exists() else "")
