@@ -266,18 +266,18 @@ def _create(state: State, events: _Events, tgt: Target, artifact: Artifact, name
         ready = tgt.wait_ready(created, timeout)
         _smoke(tgt, ready, artifact)
     except DeployKitError as failed:
-        exc = _failure(artifact, failed)
+        cause = _failure(artifact, failed)
         try:
             tgt.delete(created)
         except DeployKitError as cleanup:
             created.status = "failed"
             state.put(created)
             raise DeploymentError(
-                f"{exc}; removing the failed deployment also failed ({cleanup}), so it is recorded in "
+                f"{cause}; removing the failed deployment also failed ({cleanup}), so it is recorded in "
                 f"{state.source} with status 'failed': run 'deploykit delete {name} --target {created.target}'",
                 deployment=created,
             ) from None
-        raise exc from None
+        raise cause from None
     return _succeed(state, events, ready, "created")
 
 
@@ -297,11 +297,11 @@ def _update(state: State, events: _Events, tgt: Target, current: Deployment, art
         ready = tgt.wait_ready(updated, timeout)
         _smoke(tgt, ready, artifact)
     except DeployKitError as failed:
-        exc = _failure(artifact, failed)
+        cause = _failure(artifact, failed)
         restored = _restore(state, events, tgt, updated, current, timeout)
-        kind = SmokeTestError if isinstance(exc, SmokeTestError) else DeploymentError
+        kind = SmokeTestError if isinstance(cause, SmokeTestError) else DeploymentError
         raise kind(
-            f"revision {updated.revision} of {current.name!r} on {current.target} failed ({exc}); "
+            f"revision {updated.revision} of {current.name!r} on {current.target} failed ({cause}); "
             f"rolled back to revision {restored.revision}, which serves again"
         ) from None
     return _succeed(state, events, ready, "updated")

@@ -46,4 +46,6 @@ def deploykit_load_artifact(source: str, schema: str | Path | Schema | None,
                             "run: pip install 'deploykit[mlflow]'")
     from deploykit_plugins.mlflow.artifact import load_mlflow_dir, load_registry_artifact
 
-    return load_registry_artifact(source, schema, credentials) if is_uri else load_mlflow_dir(source, schema)
+    if is_uri:
+        return load_registry_artifact(source, schema, credentials)
+    return load_mlflow_dir(source, schema)
