@@ -95,22 +95,6 @@ class Artifact:
                 del self.__dict__["_pending"]
         return self
 
-    def prefetch(self) -> None:
-        """Start unpickling a deferred artifact's model on a background thread (its errors surface
-        in ``load()``), so the import of scikit-learn overlaps with other work."""
-        pending = self.__dict__.get("_pending")
-        if pending is None or pending.thread is not None:
-            return
-
-        def run() -> None:
-            try:
-                self.load()
-            except ArtifactError:
-                pass  # kept in pending.error; load() raises it in the caller's thread
-
-        pending.thread = threading.Thread(target=run, name="deploykit-artifact-load", daemon=True)
-        pending.thread.start()
-
     @property
     def name(self) -> str:
         """A default deployment name: the file name without its suffix (``bank-model.joblib`` -> ``bank-model``)."""
@@ -159,9 +143,8 @@ class _Pending:
         self.path = path
         self.text = text
         self.schema = schema
-        self.lock = threading.Lock()
+        self.lock = threading.Lock()  # a target may read the model from several threads
         self.error: ArtifactError | None = None
-        self.thread: threading.Thread | None = None
 
     def facts(self) -> dict[str, Any]:
         model, flavor = _load_model(self.path, self.text)

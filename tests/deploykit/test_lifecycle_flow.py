@@ -109,7 +109,6 @@ def test_a_deferred_artifact_raises_what_an_eager_load_raises(tmp_path: Path) ->
     for _ in range(2):  # every call, not only the first
         with pytest.raises(deploykit.ArtifactError, match="holds a builtins.dict, which has no predict"):
             deferred.load()
-    deferred.prefetch()
     with pytest.raises(deploykit.ArtifactError, match="has no predict"):
         _ = deferred.model
 
@@ -118,7 +117,6 @@ def test_a_deferred_artifact_loads_on_first_use(bank_model: Path) -> None:
     deferred = deploykit.artifact.load_artifact(bank_model, defer=True)
     assert deferred.source.endswith("bank-model.schema.json") and deferred.schema.names[0] == "age"
     assert not deferred.loaded
-    deferred.prefetch()
     assert deferred.classes == ["no", "yes"] and deferred.framework == "scikit-learn" and deferred.loaded
 
 
