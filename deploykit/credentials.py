@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from deploykit.errors import CredentialsError
+from deploykit.files import decode_utf8
 
 __all__ = ["DEFAULT_PATH", "load_section", "validate_section"]
 
@@ -72,12 +73,10 @@ def _read_file(path: Path) -> dict[str, Any]:
             "that your user may read it (chmod u+r)"
         ) from None
     try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = raw.count(b"\n", 0, exc.start) + 1
+        text = decode_utf8(raw)
+    except ValueError as exc:
         raise CredentialsError(
-            f"credentials file {str(path)!r} is not UTF-8: byte 0x{raw[exc.start]:02x} at offset {exc.start} "
-            f"(line {line}) cannot be decoded; save the file as UTF-8 "
+            f"credentials file {str(path)!r} is not UTF-8: {exc} cannot be decoded; save the file as UTF-8 "
             f"(e.g. iconv -f latin1 -t utf-8 {path.name} > fixed.yaml)"
         ) from None
     try:

@@ -15,7 +15,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-__all__ = ["FileWriteError", "atomic_copy", "atomic_write"]
+__all__ = ["FileWriteError", "atomic_copy", "atomic_write", "decode_utf8"]
 
 _FIXES = {
     errno.ENOSPC: "free disk space there and run it again",
@@ -95,3 +95,12 @@ def atomic_copy(source: Path, path: Path) -> None:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
     _fsync_dir(path.parent)
+
+
+def decode_utf8(raw: bytes) -> str:
+    """``raw`` decoded as UTF-8; a ValueError saying where it is not: ``byte 0xff at offset 26 (line 3)``."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise ValueError(f"byte 0x{raw[exc.start]:02x} at offset {exc.start} (line {line})") from None

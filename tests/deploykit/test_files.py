@@ -125,3 +125,11 @@ def test_failed_copy_leaves_nothing(tmp_path: Path) -> None:
     with pytest.raises(FileWriteError):
         atomic_copy(tmp_path / "absent.joblib", store / "model.joblib")
     assert list(store.iterdir()) == []
+
+
+def test_decode_utf8_says_where_it_is_not() -> None:
+    from deploykit.files import decode_utf8
+
+    assert decode_utf8("café".encode()) == "café"
+    with pytest.raises(ValueError, match=r"^byte 0xe9 at offset 11 \(line 2\)$"):
+        decode_utf8("a: 1\nb: caf\xe9".encode("latin-1"))
