@@ -3,7 +3,7 @@
 ``atomic_write`` writes a temp file in the same folder, fsyncs it, renames it over the target
 and fsyncs the folder; ``atomic_copy`` does the same for a copied file or folder. On any
 failure (read-only or full filesystem, a missing folder) the temp file is removed and a
-``FileWriteError`` (an ``OSError``) names the file, the cause and the fix.
+``deploykit.errors.FileWriteError`` (a DeployKitError and an ``OSError``) names the file, the cause and the fix.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from deploykit.errors import FileWriteError
+
 __all__ = ["FileWriteError", "atomic_copy", "atomic_write", "decode_utf8"]
 
 _FIXES = {
@@ -25,10 +27,6 @@ _FIXES = {
     errno.EPERM: "give your user write permission on that folder",
     errno.ENOENT: "create the folder first",
 }
-
-
-class FileWriteError(OSError):
-    """A file could not be written; the old content (if any) is untouched and no temp file is left."""
 
 
 def _error(path: Path, exc: OSError) -> FileWriteError:
