@@ -188,8 +188,8 @@ class LocalTarget:
             state: dict[str, Any] = json.loads(state_file.read_text())
             try:
                 # our own process on loopback, identified by pid: no certificate check needed
-                status, body = request_json("GET", base_url(self._scheme, "127.0.0.1", state["health_port"]) + "/health",
-                                            timeout=2, retries=0, verify=False)
+                health = base_url(self._scheme, "127.0.0.1", state["health_port"]) + "/health"
+                status, body = request_json("GET", health, timeout=2, retries=0, verify=False)
             except ScoringError:
                 return None
             return state if status == 200 and body.get("pid") == pid else None

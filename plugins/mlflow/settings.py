@@ -11,7 +11,9 @@
       ca_bundle: certs/private-ca.pem          # a private CA to trust (relative to this file)
 
 ``insecure_tls: true`` and ``s3_ignore_tls: true`` (older spellings) still work: they mean
-``verify: false`` and warn. MLflow reads its connection settings from environment variables and module globals, so
+``verify: false`` and warn.
+
+MLflow reads its connection settings from environment variables and module globals, so
 ``connected(settings)`` sets them for the duration of one operation and restores them after;
 the scoring server process gets the same variables and a minimal environment besides
 (``server_environment``), never the deploying shell's other keys.
@@ -147,7 +149,8 @@ def server_environment(settings: MlflowSettings) -> dict[str, str]:
     """The environment of an ``mlflow models serve`` process: a minimal one (``child_environment``),
     the settings' variables, and a PATH that starts with this interpreter's bin folder, because
     MLflow execs a bare ``uvicorn``."""
-    env = child_environment(settings.environment(), keep_prefixes=_ENV_MANAGER_PREFIXES.get(settings.env_manager, ()))
+    env = child_environment(settings.environment(),
+                            keep_prefixes=_ENV_MANAGER_PREFIXES.get(settings.env_manager, ()))
     bindir = str(Path(sys.executable).parent)
     path = env.get("PATH", "")
     if path.split(os.pathsep)[:1] != [bindir]:

@@ -15,7 +15,8 @@
 
 ``verify`` (true, false or a CA bundle path) and ``ca_bundle`` come from ``TargetSettings``;
 the checks across keys (which secret goes with which platform, one space) are validators,
-so their errors read like any other credentials error. The seed's flat file (``url``, ``apikey``, ``space_id`` at the top level) is read as this section.
+so their errors read like any other credentials error. The seed's flat file (``url``,
+``apikey``, ``space_id`` at the top level) is read as this section.
 """
 
 from __future__ import annotations

@@ -32,7 +32,8 @@ def _wait_for(path: Path) -> None:
 def test_stop_terminates_gracefully(tmp_path: Path) -> None:
     ready, done = tmp_path / "ready", tmp_path / "done"
     pid = _python(tmp_path, "import pathlib, signal, sys, time\n"
-                            f"signal.signal(signal.SIGTERM, lambda s, f: (pathlib.Path({str(done)!r}).touch(), sys.exit(0)))\n"
+                            "signal.signal(signal.SIGTERM,\n"
+                            f"    lambda s, f: (pathlib.Path({str(done)!r}).touch(), sys.exit(0)))\n"
                             f"pathlib.Path({str(ready)!r}).touch()\n"
                             "time.sleep(60)")
     _wait_for(ready)

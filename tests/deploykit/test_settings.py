@@ -92,7 +92,8 @@ def test_relative_ca_paths_are_read_from_the_credentials_folder(tmp_path: Path,
 def test_without_a_file_relative_paths_are_read_from_the_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     ca = _ca(tmp_path / "certs")
     monkeypatch.chdir(tmp_path)
-    section = load_section("demo", None, env={"DEPLOYKIT_DEMO_URL": "https://x", "DEPLOYKIT_DEMO_CA_BUNDLE": "certs/ca.pem"})
+    env = {"DEPLOYKIT_DEMO_URL": "https://x", "DEPLOYKIT_DEMO_CA_BUNDLE": "certs/ca.pem"}
+    section = load_section("demo", None, env=env)
     assert validate_section(DemoSettings, section, "demo").ca_bundle == str(ca)
 
 
