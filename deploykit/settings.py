@@ -7,6 +7,9 @@ carries a ``Field(description=...)``, and TLS is spelt one way on every target::
       verify: true                  # true (default), false, or the path of a CA bundle (PEM)
       ca_bundle: certs/private-ca.pem   # trust a private CA; relative to the credentials file
 
+``CertFile`` is the type for the certificate and key a server presents (``local.certfile``),
+resolved the same way.
+
 Relative paths are resolved against the folder of the credentials file they were read from
 (``deploykit.credentials.validate_section`` passes it in as the ``base_dir`` validation
 context; without one, the current folder). A subclass names its section in ``section`` and
@@ -22,7 +25,7 @@ from typing import Annotated, Any, ClassVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, model_validator
 
-__all__ = ["MAX_RETRIES", "CABundle", "Retries", "TLSVerify", "TargetSettings", "parse_bool", "resolve_path"]
+__all__ = ["MAX_RETRIES", "CABundle", "CertFile", "Retries", "TLSVerify", "TargetSettings", "parse_bool", "resolve_path"]
 
 _TRUE = {"true", "yes", "on", "1"}
 _FALSE = {"false", "no", "off", "0"}
@@ -54,12 +57,12 @@ def resolve_path(value: str | Path, info: ValidationInfo | None = None) -> Path:
     return path.resolve()
 
 
-def _existing_file(value: Any, info: ValidationInfo) -> str:
+def _existing_file(value: Any, info: ValidationInfo, what: str = "the CA bundle (PEM) that signed the "
+                                                                  "server's certificate") -> str:
     path = resolve_path(value, info)
     if not path.is_file():
-        raise ValueError(f"{str(path)!r} is not an existing file; give the path of the CA bundle (PEM) that "
-                         "signed the server's certificate (a relative path is read from the credentials "
-                         "file's folder)")
+        raise ValueError(f"{str(path)!r} is not an existing file; give the path of {what} (a relative path is "
+                         "read from the credentials file's folder)")
     return str(path)
 
 
@@ -77,18 +80,24 @@ def _tls_verify(value: Any, info: ValidationInfo) -> Any:
     raise ValueError("must be true, false (not for production) or the path of a CA bundle (PEM)")
 
 
-def _ca_bundle(value: Any, info: ValidationInfo) -> Any:
-    if value is None or (isinstance(value, str) and not value.strip()):
-        return None
-    if isinstance(value, (str, Path)):
-        return _existing_file(value, info)
-    raise ValueError("must be the path of a CA bundle (PEM)")
+def _optional_file(what: str) -> Any:
+    def check(value: Any, info: ValidationInfo) -> Any:
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        if isinstance(value, (str, Path)):
+            return _existing_file(value, info, what)
+        raise ValueError(f"must be the path of {what}")
+
+    return check
 
 
 #: TLS verification of a server: True (the system's trust store), False (no check), or a CA bundle path.
 TLSVerify = Annotated[bool | str, BeforeValidator(_tls_verify)]
 #: An existing CA bundle file (PEM), resolved to an absolute path.
-CABundle = Annotated[str | None, BeforeValidator(_ca_bundle)]
+CABundle = Annotated[str | None, BeforeValidator(_optional_file(
+    "the CA bundle (PEM) that signed the server's certificate"))]
+#: An existing certificate or key file (PEM) a server presents, resolved like ``CABundle``.
+CertFile = Annotated[str | None, BeforeValidator(_optional_file("a certificate or key file (PEM)"))]
 #: How many times a failed call is retried: 0 to ``MAX_RETRIES``.
 Retries = Annotated[int, Field(ge=0, le=MAX_RETRIES)]
 

@@ -11,7 +11,7 @@ from pydantic import Field, model_validator
 
 from deploykit.credentials import load_section, validate_section
 from deploykit.errors import CredentialsError
-from deploykit.settings import Retries, TargetSettings, parse_bool
+from deploykit.settings import CertFile, Retries, TargetSettings, parse_bool
 
 
 class DemoSettings(TargetSettings):
@@ -23,6 +23,7 @@ class DemoSettings(TargetSettings):
     url: str = Field(description="where the demo service runs")
     retries: Retries = Field(3, description="retries of each call")
     token: str | None = Field(None, description="a secret")
+    certfile: CertFile = Field(None, description="the certificate the demo server presents")
 
     @model_validator(mode="after")
     def _token_needs_https(self) -> DemoSettings:
@@ -57,7 +58,7 @@ def test_unknown_key_is_refused_in_the_credentials_style(tmp_path: Path) -> None
     with pytest.raises(CredentialsError) as info:
         _validate(tmp_path, "demo:\n  url: https://x\n  verfy: false\n")
     message = str(info.value)
-    assert "the demo section is wrong: 'verfy' is not a demo setting (known: ca_bundle, retries" in message
+    assert "the demo section is wrong: 'verfy' is not a demo setting (known: ca_bundle, certfile, retries" in message
 
 
 @pytest.mark.parametrize(("value", "expected"), [("false", False), ("off", False), ("yes", True), ("true", True)])
@@ -85,8 +86,11 @@ def test_relative_ca_paths_are_read_from_the_credentials_folder(tmp_path: Path,
     project = tmp_path / "project"
     settings = _validate(project, "demo:\n  url: https://x\n  ca_bundle: certs/ca.pem\n")
     assert settings.ca_bundle == str(ca) and settings.tls_verify == str(ca)
-    settings = _validate(project, "demo:\n  url: https://x\n  verify: certs/ca.pem\n")
-    assert settings.verify == str(ca)
+    settings = _validate(project, "demo:\n  url: https://x\n  verify: certs/ca.pem\n  certfile: certs/ca.pem\n")
+    assert settings.verify == str(ca) and settings.certfile == str(ca)
+    with pytest.raises(CredentialsError, match=r"'certfile' = 'server.pem': Value error, .* is not an existing file; "
+                                               r"give the path of a certificate or key file"):
+        _validate(project, "demo:\n  url: https://x\n  certfile: server.pem\n")
 
 
 def test_without_a_file_relative_paths_are_read_from_the_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
