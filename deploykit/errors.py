@@ -4,6 +4,7 @@
     ├── ArtifactError            model file missing, unreadable or not a model
     ├── CredentialsError         credentials file missing, bad YAML, missing key, unset ${ENV}
     ├── MetadataError            metadata.yaml unreadable or corrupt (never overwritten)
+    ├── FileWriteError           a file could not be written (read-only or full disk); also an OSError
     ├── TargetError              a target cannot be used
     │   ├── UnknownTargetError       nobody registered that name
     │   └── TargetUnavailableError   registered, but its SDK (extra) is not installed
@@ -33,6 +34,7 @@ __all__ = [
     "DeployKitError",
     "DeploymentError",
     "DeploymentTimeout",
+    "FileWriteError",
     "InvalidNameError",
     "MetadataError",
     "NotDeployedError",
@@ -61,6 +63,16 @@ class CredentialsError(DeployKitError):
 
 class MetadataError(DeployKitError):
     """metadata.yaml cannot be read or written; it is left untouched."""
+
+
+class FileWriteError(DeployKitError, OSError):
+    """A file could not be written (read-only or full filesystem, no permission); nothing was changed.
+
+    Also an ``OSError`` with the ``errno`` of the cause; ``str(err)`` is the user message.
+    """
+
+    def __str__(self) -> str:
+        return self.strerror or super().__str__()
 
 
 class TargetError(DeployKitError):
