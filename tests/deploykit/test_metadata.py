@@ -65,7 +65,7 @@ def test_failed_write_leaves_old_file(tmp_path: Path, monkeypatch: pytest.Monkey
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr("os.replace", boom)
-    with pytest.raises(OSError):
+    with pytest.raises(MetadataError, match=r"cannot write metadata.yaml in .* \(ENOSPC: No space left on device\); the disk is full"):
         with store.transaction() as state:
             state.put(_record(revision=2))
     assert path.read_text() == before
