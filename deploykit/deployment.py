@@ -11,13 +11,17 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from deploykit.errors import MetadataError
 
-__all__ = ["PATH_SUFFIXES", "Deployment", "is_path_key", "live_paths", "now", "stored_paths"]
+__all__ = [
+    "PATH_SUFFIXES", "Deployment", "as_text", "check_record", "invalid", "is_path_key", "live_paths", "now",
+    "stored_paths",
+]
 
 #: ``ids`` keys ending like this (or named ``log``) hold file-system paths.
 PATH_SUFFIXES = ("_file", "_dir", "_path", "_log")
@@ -86,7 +90,8 @@ def invalid(source: str, key: str, value: Any, want: str) -> MetadataError:
     )
 
 
-def _text(value: Any) -> Any:
+def as_text(value: Any) -> Any:
+    """A date or date-time as ISO 8601 text; anything else as it is."""
     # An unquoted ISO date-time in a hand-edited file is parsed by YAML as a datetime: read it as text.
     if isinstance(value, (_dt.datetime, _dt.date)):
         return value.isoformat()
@@ -117,8 +122,8 @@ def check_record(data: Any, source: str, key: str, *, history: bool = True) -> d
     out = dict(data)
     for name in ("created_at", "updated_at"):
         if name in out:
-            out[name] = _text(out[name])
-    checks = {
+            out[name] = as_text(out[name])
+    checks: dict[str, Callable[[Any], bool]] = {
         "revision": lambda v: type(v) is int,
         "status": lambda v: isinstance(v, str),
         "url": lambda v: v is None or isinstance(v, str),

@@ -370,12 +370,14 @@ class MetadataStore:
             return State({}, str(self.path), self.base)
         except OSError as exc:
             raise MetadataError(f"{self.path} cannot be read ({exc.strerror}); check its permissions") from None
+        bom = 3 if raw.startswith(b"\xef\xbb\xbf") else 0
         try:
-            text = raw.decode("utf-8-sig")
+            text = raw[bom:].decode("utf-8")
         except UnicodeDecodeError as exc:
-            line = raw[:exc.start].count(b"\n") + 1
+            at = exc.start + bom
+            line = raw[:at].count(b"\n") + 1
             raise MetadataError(
-                f"{self.path} is not UTF-8 text: byte {exc.start} (line {line}) is 0x{raw[exc.start]:02x}; "
+                f"{self.path} is not UTF-8 text: byte {at} (line {line}) is 0x{raw[at]:02x}; "
                 "deploykit will not overwrite it: re-save it as UTF-8, or move it away to start a new one"
             ) from None
         try:

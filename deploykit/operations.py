@@ -15,8 +15,9 @@ import os
 import socket
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Literal, get_args
+from typing import Any, Literal, cast, get_args
 
+from deploykit.deployment import as_text as _text
 from deploykit.deployment import invalid, now
 
 __all__ = ["Action", "OperationStatus", "Outcome", "Owner", "OwnerState", "PendingOperation", "Reconciliation"]
@@ -190,9 +191,7 @@ class PendingOperation:
                 "started_at": "an ISO 8601 date-time as text", "updated_at": "an ISO 8601 date-time as text"}
         values: dict[str, Any] = {}
         for name, want in text.items():
-            value = data.get(name)
-            if hasattr(value, "isoformat") and name.endswith("_at"):
-                value = value.isoformat()
+            value = _text(data.get(name))
             if not isinstance(value, str):
                 raise invalid(source, f"{key}.{name}", value, want)
             values[name] = value
@@ -213,8 +212,8 @@ class PendingOperation:
         error = data.get("error")
         if error is not None and not isinstance(error, str):
             raise invalid(source, f"{key}.error", error, "text, or null")
-        return cls(action=action, revision=revision, id=op_id, owner=Owner.from_dict(data.get("owner"), source,
-                   f"{key}.owner"), status=status, error=error, **values)
+        return cls(action=cast(Action, action), revision=revision, id=op_id, owner=Owner.from_dict(data.get("owner"), source,
+                   f"{key}.owner"), status=cast(OperationStatus, status), error=error, **values)
 
 
 @dataclass
@@ -256,9 +255,7 @@ class Reconciliation:
         if not isinstance(data, dict):
             raise invalid(source, key, data, "a mapping (a reconciled-operation note)")
         for name in ("op", "name", "target", "detail", "at"):
-            value = data.get(name, "")
-            if hasattr(value, "isoformat"):
-                value = value.isoformat()
+            value = _text(data.get(name, ""))
             if not isinstance(value, str):
                 raise invalid(source, f"{key}.{name}", value, "text")
         if data.get("action") not in get_args(Action):
@@ -267,6 +264,5 @@ class Reconciliation:
             raise invalid(source, f"{key}.outcome", data.get("outcome"), f"one of {', '.join(get_args(Outcome))}")
         if type(data.get("revision")) is not int:
             raise invalid(source, f"{key}.revision", data.get("revision"), "a whole number")
-        at = data.get("at", "")
         return cls(data["op"], data["name"], data["target"], data["action"], data["revision"], data["outcome"],
-                   str(data.get("detail", "")), at.isoformat() if hasattr(at, "isoformat") else at)
+                   str(data.get("detail", "")), _text(data.get("at", "")))
