@@ -219,7 +219,7 @@ def _file_lock(path: Path) -> BaseFileLock:
     """One FileLock object per lock file in this process, so nested use re-enters it."""
     from filelock import FileLock
 
-    key = str(path)
+    key = os.path.abspath(path)  # one object whatever relative path named it
     with _LOCKS_GUARD:
         lock = _LOCKS.get(key)
         if lock is None:
@@ -421,7 +421,7 @@ class MetadataStore:
         another transaction on the same file in this thread, it yields that same state and
         writes it at its own end if it changed.
         """
-        key = str(self.path.resolve())
+        key = os.path.abspath(self.path)
         lock_path = self.path.with_name(self.path.name + ".lock")
         with _holding(lock_path, self.lock_timeout if timeout is None else timeout, str(self.path),
                       "wait for the other deploykit command to finish"):

@@ -282,3 +282,14 @@ def test_deployment_lock_is_reentrant_and_its_file_stays_in_the_lock_folder(tmp_
     assert files and all(p.parent == locks for p in files)
     assert all(len(p.name) < 120 for p in files)
     assert len({p.name for p in files if p.suffix == ".lock"}) == 5  # no two names share a lock
+
+
+def test_nesting_through_a_relative_and_an_absolute_path_shares_one_lock(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    with MetadataStore("metadata.yaml", lock_timeout=2).transaction() as state:
+        op = MetadataStore(tmp_path / "metadata.yaml", lock_timeout=2).begin("m", "local", action="create",
+                                                                              revision=1)
+        state.put(_record("m"))
+    final = MetadataStore(tmp_path / "metadata.yaml").read()
+    assert [o.id for o in final.pending()] == [op.id] and final.get("m").revision == 1
