@@ -300,6 +300,7 @@ def write_atomically(path: Path, data: bytes, *, mode: int = 0o644) -> None:
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
         try:
+            os.fchmod(fd, mode)  # exactly the old file's mode, whatever the umask
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view):]

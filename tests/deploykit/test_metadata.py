@@ -279,3 +279,19 @@ def test_record_roundtrip_without_a_base_is_unchanged() -> None:
     dep.extra = {"owner": "alice"}
     assert Deployment.from_dict(dep.name, dep.target, dep.to_dict()) == dep
     assert "reconciled" not in dep.to_dict()
+
+
+def test_a_rewrite_keeps_the_file_mode_whatever_the_umask(tmp_path: Path) -> None:
+    path = tmp_path / "metadata.yaml"
+    store = MetadataStore(path)
+    for mode in (0o600, 0o664):
+        with store.transaction() as state:
+            state.put(_record())
+        path.chmod(mode)
+        old = os.umask(0o077)
+        try:
+            with store.transaction() as state:
+                state.put(_record(revision=2))
+        finally:
+            os.umask(old)
+        assert path.stat().st_mode & 0o777 == mode
