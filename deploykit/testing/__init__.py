@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from deploykit.testing.contract import NOT_SERVING, Contract, TargetContract
-    from deploykit.testing.models import ContractModels, RefusingModel, refusing_model, two_fits
+    from deploykit.testing.models import ContractModels, refusing_model, two_fits
     from deploykit.testing.project import CliResult, Project, run_cli, stop_servers
 
 _LAZY = {
@@ -22,7 +22,6 @@ _LAZY = {
     "ContractModels": "deploykit.testing.models",
     "NOT_SERVING": "deploykit.testing.contract",
     "Project": "deploykit.testing.project",
-    "RefusingModel": "deploykit.testing.models",
     "TargetContract": "deploykit.testing.contract",
     "refusing_model": "deploykit.testing.models",
     "run_cli": "deploykit.testing.project",

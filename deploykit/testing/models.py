@@ -1,7 +1,7 @@
-"""Models for contract tests: two small fits that disagree, and a model that refuses to predict.
+"""Models for contract tests: two small fits that disagree, and a model that fails when scored.
 
-Everything here is importable wherever deploykit is installed, so a server process, MLflow's
-scoring server or an emulator can unpickle these models too.
+The model files hold scikit-learn objects only, so any serving environment with scikit-learn
+(a server process, MLflow's scoring server, an emulator, a container) can load them.
 """
 
 from __future__ import annotations
@@ -11,58 +11,30 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sklearn.base import BaseEstimator, ClassifierMixin  # this module loads only where models are built or read
-
-__all__ = ["ContractModels", "RefusingModel", "refusing_model", "two_fits"]
-
-#: what RefusingModel.predict raises; a test can look for it in an error message
-REFUSAL = "RefusingModel refuses to predict (deploykit.testing's model for a failing smoke test)"
-
-
-class RefusingModel(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
-    """A fitted-looking classifier whose ``predict`` always raises, to make a smoke test fail.
-
-    It carries the columns (``feature_names_in_``) and classes of the model it stands in for,
-    so it loads, validates and deploys like that model and fails only when scored.
-    """
-
-    def __init__(self, columns: list[str] | None = None, classes: list[Any] | None = None) -> None:
-        import numpy as np
-
-        self.columns = columns
-        self.classes = classes
-        self.feature_names_in_ = np.array(columns or [], dtype=object)
-        self.n_features_in_ = len(columns or [])
-        self.classes_ = np.array(classes if classes is not None else [0, 1])
-
-    def fit(self, X: Any, y: Any = None) -> RefusingModel:
-        """Nothing to learn."""
-        return self
-
-    def predict(self, X: Any) -> Any:
-        """Raise ValueError: this model never scores."""
-        raise ValueError(REFUSAL)
-
-    def predict_proba(self, X: Any) -> Any:
-        """Raise ValueError, like ``predict``."""
-        raise ValueError(REFUSAL)
+__all__ = ["ContractModels", "refusing_model", "two_fits"]
 
 
 def refusing_model(folder: Path, like: Path, name: str = "refusing-model") -> Path:
-    """Write ``<name>.joblib`` into ``folder``: a model with ``like``'s schema whose predict raises.
+    """Write ``<name>.joblib`` into ``folder``: ``like``'s model behind a first step that raises on any
+    input (``FunctionTransformer(float)``: a table is no float), with ``like``'s schema beside it.
 
-    It is wrapped in a one-step scikit-learn Pipeline, so targets that map scikit-learn models to
-    a runtime (Watson ML, MLflow's sklearn flavor) take it like the model it stands in for.
+    It loads, validates and deploys like ``like`` and fails only when scored, so an update to it
+    fails the smoke test. It holds scikit-learn objects and a builtin only, so any serving
+    environment that can load ``like`` can load it (no deploykit needed there).
     """
     import joblib
+    import pandas as pd
     from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import FunctionTransformer
 
     from deploykit.artifact import load_artifact
 
     good = load_artifact(like)
+    example = pd.DataFrame([good.example]) if good.example else pd.DataFrame(columns=good.schema.names)
+    refuse = FunctionTransformer(float, validate=False).fit(example)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.joblib"
-    joblib.dump(Pipeline([("refuse", RefusingModel(good.schema.names, good.classes))]), path)
+    joblib.dump(Pipeline([("refuse", refuse), ("model", good.model)]), path)
     (folder / f"{name}.schema.json").write_text(json.dumps(good.schema.to_dict()))
     return path
 
