@@ -23,6 +23,8 @@ import train_model  # noqa: E402  (examples/ is not a package)
 
 from tests.sample_target import SampleInstall, install_sample_target  # noqa: E402
 
+pytest_plugins = ["pytester"]  # tests/deploykit/test_testing.py runs deploykit's plugin in an inner pytest
+
 
 def _train(folder: Path, seed: int) -> Path:
     import joblib

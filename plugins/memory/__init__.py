@@ -18,7 +18,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterator
 from enum import Enum
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from deploykit.artifact import Artifact, load_artifact
 from deploykit.deployment import Deployment
@@ -26,6 +26,9 @@ from deploykit.errors import DeployKitError, DeploymentError, ScoringError
 from deploykit.hookspecs import hookimpl
 from deploykit.payload import Predictions
 from deploykit.target import TargetContext
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["MemoryPlatform", "MemoryTarget", "Step"]
 
@@ -198,7 +201,7 @@ class MemoryTarget:
         deployment.status = "ready"
         return deployment
 
-    def score(self, deployment: Deployment, frame: Any) -> Predictions:
+    def score(self, deployment: Deployment, frame: pd.DataFrame) -> Predictions:
         """Validate ``frame`` against the schema and call the model in process.
 
         A model that raises is a ScoringError naming the exception, as a server's 500 would be."""
