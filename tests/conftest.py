@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from deploykit.testing.models import ContractModels
 from deploykit.testing.project import stop_servers as _stop_servers  # noqa: F401  (tests.plugins.mlflow.conftest)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,9 +72,9 @@ def bank_contract_rows(bank_model: Path, bank_model_v2: Path) -> list[dict]:
 
 @pytest.fixture(scope="session")
 def bank_contract_models(tmp_path_factory: pytest.TempPathFactory, bank_model: Path, bank_model_v2: Path,
-                         bank_contract_rows: list[dict]):  # noqa: ANN201 (deploykit.testing.ContractModels)
+                         bank_contract_rows: list[dict]) -> ContractModels:
     """The example fits as TargetContract models, with a refusing model of their schema."""
-    from deploykit.testing import ContractModels, refusing_model
+    from deploykit.testing import refusing_model
 
     failing = refusing_model(tmp_path_factory.mktemp("refusing-model"), bank_model, name="bank-model")
     return ContractModels(bank_model, bank_model_v2, bank_contract_rows, failing)

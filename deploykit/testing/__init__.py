@@ -29,7 +29,18 @@ _LAZY = {
     "two_fits": "deploykit.testing.models",
 }
 
-__all__ = sorted(_LAZY)
+__all__ = [
+    "NOT_SERVING",
+    "CliResult",
+    "Contract",
+    "ContractModels",
+    "Project",
+    "TargetContract",
+    "refusing_model",
+    "run_cli",
+    "stop_servers",
+    "two_fits",
+]
 
 
 def __getattr__(name: str) -> Any:

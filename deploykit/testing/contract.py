@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from deploykit.payload import Predictions
     from deploykit.testing.models import ContractModels
 
-__all__ = ["Contract", "NOT_SERVING", "TargetContract"]
+__all__ = ["NOT_SERVING", "Contract", "TargetContract"]
 
 #: statuses a target may report for a deployment that does not serve; ``get`` must say one of them
 NOT_SERVING = frozenset({"stopped", "missing", "failed", "unhealthy", "changed", "deleted"})
@@ -48,42 +48,40 @@ class Contract:
     models: ContractModels
     timeout: float = 300.0
 
-    @property
-    def files(self) -> dict[str, Path]:
-        """The ``credentials`` and ``metadata`` keyword arguments of the library API."""
-        return {"credentials": Path(self.project.credentials), "metadata": Path(self.project.metadata)}
-
     def deploy(self, model: Path, **kwargs: Any) -> Deployment:
         """``deploykit.deploy(model)`` to this target under this name."""
         import deploykit
 
         return deploykit.deploy(model, target=self.target, name=self.name, timeout=self.timeout,
-                                **self.files, **kwargs)
+                                credentials=self.project.credentials, metadata=self.project.metadata, **kwargs)
 
     def score(self, rows: list[dict[str, Any]] | None = None) -> Predictions:
         """``deploykit.score`` of ``rows`` (default: the contract rows) through the real endpoint."""
         import deploykit
 
         return deploykit.score(self.name, rows if rows is not None else self.models.rows, target=self.target,
-                               **self.files)
+                               credentials=self.project.credentials, metadata=self.project.metadata)
 
     def status(self) -> Deployment:
         """``deploykit.status``: the record with its status refreshed from the target."""
         import deploykit
 
-        return deploykit.status(self.name, target=self.target, **self.files)
+        return deploykit.status(self.name, target=self.target, credentials=self.project.credentials,
+                                metadata=self.project.metadata)
 
     def rollback(self, **kwargs: Any) -> Deployment:
         """``deploykit.rollback`` to the previous revision (or ``to=N``)."""
         import deploykit
 
-        return deploykit.rollback(self.name, target=self.target, timeout=self.timeout, **self.files, **kwargs)
+        return deploykit.rollback(self.name, target=self.target, timeout=self.timeout,
+                                  credentials=self.project.credentials, metadata=self.project.metadata, **kwargs)
 
     def delete(self) -> Deployment:
         """``deploykit.delete``."""
         import deploykit
 
-        return deploykit.delete(self.name, target=self.target, **self.files)
+        return deploykit.delete(self.name, target=self.target, credentials=self.project.credentials,
+                                metadata=self.project.metadata)
 
     def record(self) -> dict[str, Any] | None:
         """This deployment's record as written in metadata.yaml, or None."""
@@ -93,7 +91,8 @@ class Contract:
         if not metadata.exists():
             return None
         data = yaml.safe_load(metadata.read_text()) or {}
-        return ((data.get("deployments") or {}).get(self.name) or {}).get(self.target)  # type: ignore[no-any-return]
+        found: dict[str, Any] | None = ((data.get("deployments") or {}).get(self.name) or {}).get(self.target)
+        return found
 
     def expected(self, model: Path) -> list[Any]:
         """The labels ``model`` predicts for the contract rows, computed in this process."""
@@ -108,8 +107,8 @@ class Contract:
         from deploykit.metadata import MetadataStore
         from deploykit.target import open_target
 
-        state_dir = MetadataStore(self.files["metadata"]).state_dir
-        return [d for d in open_target(self.target, self.files["credentials"], state_dir).list()
+        state_dir = MetadataStore(self.project.metadata).state_dir
+        return [d for d in open_target(self.target, self.project.credentials, state_dir).list()
                 if d.name == self.name]
 
 

@@ -16,7 +16,7 @@ import pytest
 # the contract's asserts are the checks plugin authors read when their target fails one
 pytest.register_assert_rewrite("deploykit.testing.contract")
 
-from deploykit.testing.project import DEFAULT_CREDENTIALS, CliResult, Project, run_cli, stop_servers  # noqa: E402
+from deploykit.testing.project import DEFAULT_CREDENTIALS, CliResult, Project, run_cli, stop_servers
 
 if TYPE_CHECKING:
     from deploykit_plugins.memory import MemoryPlatform

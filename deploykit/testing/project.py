@@ -37,7 +37,8 @@ class Project:
         if not self.metadata.exists():
             return None
         data = yaml.safe_load(self.metadata.read_text()) or {}
-        return ((data.get("deployments") or {}).get(name) or {}).get(target)  # type: ignore[no-any-return]
+        found: dict[str, Any] | None = ((data.get("deployments") or {}).get(name) or {}).get(target)
+        return found
 
 
 @dataclass
@@ -57,7 +58,7 @@ def run_cli(folder: Path, *args: Any, stdin: str | None = None, timeout: float =
             env: dict[str, str] | None = None) -> CliResult:
     """Run ``python -m deploykit ARGS`` (the console script's entry) in ``folder`` with this interpreter."""
     proc = subprocess.run([sys.executable, "-m", "deploykit", *map(str, args)], cwd=folder, input=stdin,
-                          capture_output=True, text=True, timeout=timeout,
+                          capture_output=True, text=True, timeout=timeout, check=False,
                           env=None if env is None else {**os.environ, **env})
     return CliResult(proc.returncode, proc.stdout, proc.stderr)
 

@@ -84,14 +84,15 @@ class MemoryPlatform:
         """
         chosen = _step(step)
         if isinstance(error, str):
-            error, message = None, error
-        if error is None:
-            error = ScoringError if chosen is Step.SCORE else DeploymentError
-        if isinstance(error, type):
-            if not issubclass(error, Exception):
-                raise TypeError(f"fail_next needs an exception class or instance, got {error!r}")
-            error = error(f"memory target: {message}")
-        self._failures.setdefault(chosen, []).extend([error] * times)
+            message, error = error, None
+        if isinstance(error, Exception):
+            raised = error
+        else:
+            cls = error or (ScoringError if chosen is Step.SCORE else DeploymentError)
+            if not (isinstance(cls, type) and issubclass(cls, Exception)):
+                raise TypeError(f"fail_next needs an exception class, an exception or a message, got {error!r}")
+            raised = cls(f"memory target: {message}")
+        self._failures.setdefault(chosen, []).extend([raised] * times)
 
     def check(self, step: Step) -> None:
         """Raise the failure queued for ``step``, if any (the target calls this first in every step)."""
