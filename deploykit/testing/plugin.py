@@ -6,22 +6,17 @@ Installed with deploykit, so every project that tests a pipeline or a target plu
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pytest
 
 # the contract's asserts are the checks plugin authors read when their target fails one
 pytest.register_assert_rewrite("deploykit.testing.contract")
 
+from deploykit.testing import isolation
 from deploykit.testing.project import DEFAULT_CREDENTIALS, CliResult, Project, run_cli, stop_servers
-
-if TYPE_CHECKING:
-    from deploykit_plugins.memory import MemoryPlatform
-
-_MEMORY_MODULE = "deploykit_plugins.memory"
 
 
 @pytest.fixture
@@ -48,27 +43,20 @@ def cli(project: Project) -> Callable[..., CliResult]:
 
 
 @pytest.fixture
-def memory() -> Iterator[MemoryPlatform]:
-    """A fresh platform for the in-process ``memory`` target, for this test only: what it serves
-    (``names()``, ``serving(name)``), ``remove(name)`` behind deploykit's back, and
+def memory() -> Any:
+    """The in-process ``memory`` target's platform (a ``MemoryPlatform``), empty for this test: what it
+    serves (``names()``, ``serving(name)``), ``remove(name)`` behind deploykit's back, and
     ``fail_next(step, error)`` to inject a failure."""
-    from deploykit_plugins.memory import MemoryPlatform, MemoryTarget
+    from deploykit.plugins import get_registry
 
-    saved = MemoryTarget.platform
-    MemoryTarget.platform = MemoryPlatform()
-    try:
-        yield MemoryTarget.platform
-    finally:
-        MemoryTarget.platform = saved
+    # found through the registry like any target: the core imports no plugin
+    target: Any = get_registry().info("memory").load()
+    return target.use()
 
 
 @pytest.fixture(autouse=True)
-def _fresh_memory_target() -> Iterator[None]:
+def _isolated_state() -> Iterator[None]:
     """Each test starts with an empty memory target, whether or not it asked for the ``memory`` fixture."""
-    module = sys.modules.get(_MEMORY_MODULE)
-    if module is not None:
-        module.MemoryTarget.platform = module.MemoryPlatform()
+    isolation.reset()
     yield
-    module = sys.modules.get(_MEMORY_MODULE)
-    if module is not None:
-        module.MemoryTarget.platform = module.MemoryPlatform()
+    isolation.reset()

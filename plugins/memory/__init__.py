@@ -26,6 +26,7 @@ from deploykit.errors import DeployKitError, DeploymentError, ScoringError
 from deploykit.hookspecs import hookimpl
 from deploykit.payload import Predictions
 from deploykit.target import TargetContext
+from deploykit.testing.isolation import on_reset
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -148,6 +149,12 @@ class MemoryTarget:
         """Forget every deployment and pending failure of the current platform."""
         cls.platform.reset()
 
+    @classmethod
+    def use(cls, platform: MemoryPlatform | None = None) -> MemoryPlatform:
+        """Make ``platform`` (default: a fresh one) the one every MemoryTarget uses; return it."""
+        cls.platform = platform if platform is not None else MemoryPlatform()
+        return cls.platform
+
     def _serve(self, name: str, artifact: Artifact, revision: int, dep_id: str | None = None) -> Deployment:
         dep_id = dep_id or self.platform.new_id()
         self.platform.kept[artifact.sha256] = artifact
@@ -220,3 +227,7 @@ class MemoryTarget:
         except Exception as exc:  # the user's model failed: report it like an endpoint's error answer
             raise ScoringError(f"the model of memory deployment {deployment.name!r} raised "
                                f"{type(exc).__name__}: {exc}") from exc
+
+
+# deploykit.testing's pytest plugin gives every test an empty platform
+on_reset(MemoryTarget.use)
