@@ -13,6 +13,7 @@ import errno
 import os
 import shutil
 import tempfile
+import threading
 from pathlib import Path
 
 from deploykit.errors import FileWriteError
@@ -46,27 +47,33 @@ def _fsync_dir(folder: Path) -> None:
 
 
 def atomic_write(path: Path, data: bytes, *, mode: int = 0o644) -> None:
-    """Replace ``path`` with ``data`` (file permissions ``mode``) atomically and durably.
+    """Replace ``path`` with ``data`` (file permissions exactly ``mode``, whatever the umask) atomically
+    and durably.
 
-    Raises FileWriteError (an OSError) naming the file and the fix; no ``.tmp`` file stays behind.
+    The temp file is ``.<name>.<pid>.<thread>.tmp`` beside ``path``, so a writer killed mid-write
+    leaves a name its next run can recognise and remove. Raises FileWriteError (an OSError that
+    keeps the errno) naming the file and the fix; no temp file stays behind.
     """
     path = Path(path)
-    tmp: str | None = None
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-        tmp = None
-    except OSError as exc:
-        raise _error(path, exc) from exc
-    finally:
-        if tmp is not None:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        try:
+            try:
+                os.fchmod(fd, mode)
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, path)
+        except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
+            raise
+    except OSError as exc:
+        raise _error(path, exc) from exc
     _fsync_dir(path.parent)
 
 

@@ -45,12 +45,13 @@ from typing import TYPE_CHECKING, Any
 
 from deploykit.deployment import Deployment, invalid, now
 from deploykit.errors import DeployKitError, MetadataError, NotDeployedError
+from deploykit.files import atomic_write
 from deploykit.operations import Action, Outcome, PendingOperation, Reconciliation
 
 if TYPE_CHECKING:
     from filelock import BaseFileLock
 
-__all__ = ["DEFAULT_PATH", "MetadataStore", "State", "write_atomically"]
+__all__ = ["DEFAULT_PATH", "MetadataStore", "State"]
 
 DEFAULT_PATH = Path("metadata.yaml")
 _HEADER = "# deploykit state file: written by `deploykit deploy`; edit with care, keys you add are kept.\n"
@@ -290,36 +291,6 @@ def _safe_file_name(name: str, target: str) -> str:
 
 # -- writing -------------------------------------------------------------------------------
 
-def write_atomically(path: Path, data: bytes, *, mode: int = 0o644) -> None:
-    """Replace ``path`` with ``data``: a temp file in the same folder, fsync, rename, fsync of
-    the folder. On any failure the temp file is removed and ``path`` is left as it was.
-
-    Same signature as ``deploykit.files.atomic_write``, which may replace it one-for-one.
-    """
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        try:
-            os.fchmod(fd, mode)  # exactly the old file's mode, whatever the umask
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    with contextlib.suppress(OSError):  # durability of the rename; some file systems refuse a dir fsync
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-
-
 _ERRNO_FIX = {
     errno.EROFS: "the file system is read-only: make it writable, or pass --metadata with a writable folder",
     errno.ENOSPC: "the disk is full: free some space and run the command again",
@@ -461,7 +432,7 @@ class MetadataStore:
                         f"wait for the other command on {name!r} to finish")
 
     def write(self, state: State) -> None:
-        """Write atomically (see ``write_atomically``); a failure is a MetadataError naming the
+        """Write atomically (``deploykit.files.atomic_write``); a failure is a MetadataError naming the
         folder and the reason, with the old file intact and no temp file left behind."""
         import yaml
 
@@ -472,9 +443,10 @@ class MetadataStore:
         except OSError:
             mode = 0o644
         try:
-            write_atomically(self.path, text.encode("utf-8"), mode=mode)
-        except OSError as exc:
-            raise _write_error(self.path.resolve().parent, exc, f"write {self.path.name}") from None
+            atomic_write(self.path, text.encode("utf-8"), mode=mode)
+        except OSError as exc:  # a FileWriteError: report the OS error under it in metadata's own words
+            cause = exc.__cause__ if isinstance(exc.__cause__, OSError) else exc
+            raise _write_error(self.path.resolve().parent, cause, f"write {self.path.name}") from None
         state.changed = False
 
     # -- pending operations -------------------------------------------------------------------
