@@ -19,6 +19,7 @@ from typing import Any, Literal, cast, get_args
 
 from deploykit.deployment import as_text as _text
 from deploykit.deployment import invalid, now
+from deploykit.process import alive
 
 __all__ = ["Action", "OperationStatus", "Outcome", "Owner", "OwnerState", "PendingOperation", "Reconciliation"]
 
@@ -56,18 +57,6 @@ def _proc_stat(pid: int) -> tuple[str, int] | None:
         return None
 
 
-def _pid_exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    except OSError:
-        return False
-    return True
-
-
 @dataclass(frozen=True)
 class Owner:
     """The process that recorded an operation: pid, host name, boot id and process start time
@@ -95,7 +84,7 @@ class Owner:
             return "dead"
         stat = _proc_stat(self.pid)
         if stat is None:
-            return "running" if (_boot_id() is None and _pid_exists(self.pid)) else "dead"
+            return "running" if (_boot_id() is None and alive(self.pid)) else "dead"
         letter, started = stat
         if letter in ("Z", "X"):  # killed but not yet reaped by its parent
             return "dead"
