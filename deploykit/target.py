@@ -8,8 +8,9 @@ interfaces only.
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
@@ -65,7 +66,13 @@ class Deployer(Protocol):
         ``operation.planned`` (``model_sha256``). Return a Deployment to adopt when what the
         operation made is complete, healthy and serves its model; otherwise remove everything it
         made that ``current`` does not use and return None (``current`` keeps serving). Must be
-        idempotent: a reconcile may itself be killed and run again."""
+        idempotent: a reconcile may itself be killed and run again.
+
+        The lifecycle passes create, update and rollback operations (with ``context.note`` bound
+        to ``operation``). It completes an interrupted *delete* itself by calling ``delete(current)``
+        again, so ``delete`` must succeed when part of what it removes is already gone. On the
+        adopted record the lifecycle sets ``revision``, ``model_sha256`` and ``columns`` from the
+        operation and the history from ``current``; the target fills ids, url and status."""
 
 
 @runtime_checkable
@@ -102,6 +109,17 @@ class TargetContext:
     #: (``context.note(pid=4242, port=8000)``): the lifecycle writes them durably into the pending
     #: operation in metadata.yaml, so a process killed right after leaves nothing unrecorded.
     note: Callable[..., None] = field(default=lambda **ids: None)
+
+    @contextlib.contextmanager
+    def noting(self, note: Callable[..., None]) -> Iterator[None]:
+        """Route ``note(**ids)`` to ``note`` while the block runs (the lifecycle binds it to the
+        operation in flight: ``store.note(op, **ids)``), then back to what it was."""
+        previous = self.note
+        self.note = note
+        try:
+            yield
+        finally:
+            self.note = previous
 
 
 def wait_until(check: Callable[[], T | None], *, timeout: float, what: str,
