@@ -28,7 +28,7 @@ from deploykit.errors import (
 
 if TYPE_CHECKING:
     from deploykit.deployment import Deployment
-    from deploykit.lifecycle import delete, deploy, list_deployments, rollback, score, status
+    from deploykit.lifecycle import delete, deploy, list_deployments, reconcile, rollback, score, status
     from deploykit.payload import Predictions
 
 # Loaded on first attribute access (PEP 562), so `import deploykit` costs only the error classes.
@@ -38,6 +38,7 @@ _LAZY = {
     "delete": "deploykit.lifecycle",
     "deploy": "deploykit.lifecycle",
     "list_deployments": "deploykit.lifecycle",
+    "reconcile": "deploykit.lifecycle",
     "rollback": "deploykit.lifecycle",
     "score": "deploykit.lifecycle",
     "status": "deploykit.lifecycle",
@@ -65,6 +66,7 @@ __all__ = [
     "delete",
     "deploy",
     "list_deployments",
+    "reconcile",
     "rollback",
     "score",
     "status",

@@ -1,15 +1,18 @@
-"""The ``deploykit`` command line: deploy, score, status, list, rollback, delete, serve, targets.
+"""The ``deploykit`` command line: deploy, score, status, list, rollback, delete, reconcile, serve, targets.
 
 Exit codes: 0 success, 1 a deploykit failure (the message says what and how to fix it),
-2 bad usage. ``--json`` prints one JSON object on stdout, also for failures
-(``{"error": ..., "type": ...}``), so a CI step can act on it.
+2 bad usage. ``--json`` prints one JSON object on stdout, also for every failure
+(``{"error": ..., "type": ...}``): a DeployKitError, a usage error, and an unexpected exception
+(a bug; its traceback goes to stderr only with ``DEPLOYKIT_DEBUG=1``), so a CI step can act on it.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
+import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -27,18 +30,32 @@ def _emit(obj: Any, as_json: bool, human: Callable[[], None]) -> None:
         human()
 
 
+def _fail(message: str, kind: str, as_json: bool, code: int = 1) -> None:
+    """Report a failure as one JSON object on stdout (``--json``) or one line on stderr, and exit."""
+    if as_json:
+        click.echo(json.dumps({"error": message, "type": kind}, default=str))
+    else:
+        click.echo(f"deploykit: error: {message}", err=True)
+    sys.exit(code)
+
+
 def _handle(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn DeployKitError into exit 1 with its message (or a JSON error object)."""
+    """Turn DeployKitError into exit 1 with its message (or a JSON error object); an unexpected
+    exception likewise, never a traceback on stdout."""
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        as_json = bool(kwargs.get("as_json"))
         try:
             return func(*args, **kwargs)
         except DeployKitError as exc:
-            if kwargs.get("as_json"):
-                click.echo(json.dumps({"error": str(exc), "type": type(exc).__name__}))
-            else:
-                click.echo(f"deploykit: error: {exc}", err=True)
-            sys.exit(1)
+            _fail(str(exc), type(exc).__name__, as_json)
+        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise  # click's own: usage errors and exits keep their meaning
+        except Exception as exc:  # a bug in deploykit or a plugin: still one clear answer
+            if os.environ.get("DEPLOYKIT_DEBUG"):
+                traceback.print_exc(file=sys.stderr)
+            _fail(f"unexpected {type(exc).__name__}: {exc} (a bug in deploykit or a plugin; run again with "
+                  "DEPLOYKIT_DEBUG=1 for the traceback, and report it)", type(exc).__name__, as_json)
     return wrapper
 
 
@@ -81,11 +98,28 @@ class _PluginCommands(click.Group):
         self._load()
         return super().get_command(ctx, cmd_name)
 
+    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
+        """Click's main; with ``--json`` a usage error is one JSON object on stdout too (exit 2)."""
+        argv = list(sys.argv[1:] if args is None else args)
+        if not standalone_mode or "--json" not in argv:
+            return super().main(argv, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            result = super().main(argv, prog_name, complete_var, False, **extra)
+        except click.ClickException as exc:
+            _fail(exc.format_message(), type(exc).__name__, True, exc.exit_code)
+        except click.exceptions.Abort:
+            _fail("aborted", "Abort", True)
+        sys.exit(result if isinstance(result, int) else 0)
+
 
 @click.group(cls=_PluginCommands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="deploykit")
 def cli() -> None:
     """Deploy a fitted model to any platform through one interface, and score it with any payload."""
+    from deploykit.faults import arm_timer
+
+    arm_timer()  # the crash tests' timed kill (DEPLOYKIT_CRASH_AFTER_MS); nothing when unset
 
 
 @cli.command()
@@ -158,11 +192,38 @@ def score(name: str, data: str, target: str | None, credentials: str | None, met
 @_json_option
 @_handle
 def status(name: str, target: str | None, credentials: str | None, metadata: str | None, as_json: bool) -> None:
-    """Show NAME's recorded deployment with its live status."""
+    """Show NAME's recorded deployment with its live status, its pending operations and the latest reconcile."""
+    from deploykit.errors import NotDeployedError
     from deploykit.lifecycle import status as run
+    from deploykit.metadata import DEFAULT_PATH, MetadataStore
 
-    dep = run(name, target=target, credentials=credentials, metadata=metadata)
-    _emit(dep.summary(), as_json, lambda: _describe(dep))
+    store = MetadataStore(metadata if metadata is not None else DEFAULT_PATH)
+    try:
+        dep = run(name, target=target, credentials=credentials, metadata=metadata)
+    except NotDeployedError:
+        pending = store.pending(name, target)
+        if not pending:
+            raise
+        # an interrupted create: no record yet, only its intent
+        def interrupted() -> None:
+            for op in pending:
+                click.echo(f"{name}: {op.describe()}")
+
+        _emit({"name": name, "target": pending[0].target, "status": "pending",
+               "pending": [op.summary() for op in pending], "reconciled": None}, as_json, interrupted)
+        sys.exit(1)
+    pending = store.pending(dep.name, dep.target)
+    notes = store.reconciliations(dep.name, dep.target)
+    latest = notes[-1].to_dict() if notes else dep.reconciled
+
+    def human() -> None:
+        _describe(dep)
+        for op in pending:
+            click.echo(f"  {op.describe()}")
+        if notes:
+            click.echo(f"  {notes[-1].describe()}")
+
+    _emit({**dep.summary(), "pending": [op.summary() for op in pending], "reconciled": latest}, as_json, human)
     if dep.status != "ready":
         sys.exit(1)
 
@@ -173,17 +234,34 @@ def status(name: str, target: str | None, credentials: str | None, metadata: str
 @_handle
 def list_(metadata: str | None, as_json: bool) -> None:
     """List the deployments recorded in metadata.yaml."""
-    from deploykit.lifecycle import list_deployments
+    from deploykit.metadata import DEFAULT_PATH, MetadataStore
 
-    deps = list_deployments(metadata)
+    state = MetadataStore(metadata if metadata is not None else DEFAULT_PATH).read()
+    deps, pending = state.all(), state.pending()
+
+    def ops_of(name: str, target: str) -> list[Any]:
+        return [op for op in pending if (op.name, op.target) == (name, target)]
+
+    recorded = {(d.name, d.target) for d in deps}
+    unrecorded = [op for op in pending if (op.name, op.target) not in recorded]
 
     def human() -> None:
-        if not deps:
+        if not deps and not unrecorded:
             click.echo("no deployments recorded")
         for d in deps:
-            click.echo(f"{d.name}\t{d.target}\trevision {d.revision}\t{d.status}\t{d.url or ''}")
+            ops = ops_of(d.name, d.target)
+            flag = f"\tPENDING {', '.join(f'{op.action} ({op.owner_state()})' for op in ops)}" if ops else ""
+            click.echo(f"{d.name}\t{d.target}\trevision {d.revision}\t{d.status}\t{d.url or ''}{flag}")
+        for op in unrecorded:
+            click.echo(f"{op.name}\t{op.target}\t-\tPENDING {op.action} ({op.owner_state()})")
 
-    _emit({"deployments": [d.summary() for d in deps]}, as_json, human)
+    # "pending" keys appear only when something is pending, so a clean state prints as before
+    rows = [{**d.summary(), **({"pending": [op.summary() for op in ops]} if (ops := ops_of(d.name, d.target)) else {})}
+            for d in deps]
+    listing: dict[str, Any] = {"deployments": rows}
+    if pending:
+        listing["pending"] = [op.summary() for op in pending]
+    _emit(listing, as_json, human)
 
 
 @cli.command()
@@ -215,6 +293,37 @@ def delete(name: str, target: str | None, credentials: str | None, metadata: str
 
     dep = run(name, target=target, credentials=credentials, metadata=metadata)
     _emit(dep.summary(), as_json, lambda: _describe(dep))
+
+
+@cli.command()
+@click.argument("name", required=False)
+@click.option("--force", is_flag=True,
+              help="Also reconcile operations recorded on another host (only once you know their process stopped).")
+@click.option("--timeout", type=float, default=600, show_default=True)
+@_target_option
+@_state_options
+@_json_option
+@_handle
+def reconcile(name: str | None, force: bool, timeout: float, target: str | None, credentials: str | None,
+              metadata: str | None, as_json: bool) -> None:
+    """Settle what interrupted (killed) operations of NAME, or of every deployment, left on their targets."""
+    from deploykit.lifecycle import reconcile as run
+
+    report = run(name, target=target, credentials=credentials, metadata=metadata, force=force, timeout=timeout)
+
+    def human() -> None:
+        if not (report.reconciled or report.skipped or report.failed):
+            click.echo("nothing to reconcile" + (f" for {name!r}" if name else ""))
+        for note in report.reconciled:
+            click.echo(f"{note.name} on {note.target}: {note.describe()}")
+        for op, why in report.skipped:
+            click.echo(f"{op.name} on {op.target}: left alone: {why}")
+        for op, why in report.failed:
+            click.echo(f"deploykit: error: {op.name} on {op.target}: {why}", err=True)
+
+    _emit(report.to_dict(), as_json, human)
+    if not report.ok:
+        sys.exit(1)
 
 
 @cli.command()

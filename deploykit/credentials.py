@@ -32,13 +32,27 @@ _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _LEGACY_WATSON_KEYS = {"url", "apikey", "api_key", "space_id", "username", "password", "instance_id", "version"}
 
 
-def _interpolate(value: Any, where: str, source: str) -> Any:
+class _Unset:
+    """A secret whose ``${VAR}`` is not set, in a section loaded with ``secrets_optional``."""
+
+
+_UNSET = _Unset()
+
+
+def _interpolate(value: Any, where: str, source: str, unset: list[str] | None = None) -> Any:
     if isinstance(value, dict):
-        return {k: _interpolate(v, f"{where}.{k}", source) for k, v in value.items()}
+        out = {k: _interpolate(v, f"{where}.{k}", source, unset if _is_secret(str(k)) else None)
+               for k, v in value.items()}
+        return {k: v for k, v in out.items() if v is not _UNSET}
     if isinstance(value, list):
         return [_interpolate(v, f"{where}[{i}]", source) for i, v in enumerate(value)]
     if not isinstance(value, str):
         return value
+    if unset is not None:
+        missing = [m.group(1) for m in _ENV_REF.finditer(value) if m.group(1) not in os.environ and m.group(2) is None]
+        if missing:
+            unset.append(where)
+            return _UNSET
 
     def sub(match: re.Match[str]) -> str:
         var, default = match.group(1), match.group(2)
@@ -97,13 +111,18 @@ def _read_file(path: Path) -> dict[str, Any]:
     return data
 
 
-def load_section(target: str, path: str | Path | None = None, *, env: Mapping[str, str] | None = None) -> dict[str, Any]:
+def load_section(target: str, path: str | Path | None = None, *, env: Mapping[str, str] | None = None,
+                 secrets_optional: bool = False) -> dict[str, Any]:
     """The ``target`` section of the credentials, interpolated, with env overrides applied.
 
     ``path`` None means ``./credentials.yaml`` if it exists, else environment variables only.
     An explicit path that does not exist is an error. Two bookkeeping keys ride along for
     ``validate_section``: ``__source__`` (the file, for messages) and ``__folder__`` (its
     folder, which relative paths in the section are read from; the cwd without a file).
+
+    ``secrets_optional`` (for commands that may not use every secret: ``status``, ``delete``):
+    a secret key (token, key, password, secret) whose ``${VAR}`` is unset is left out instead of
+    being an error, and listed under ``__unset__``; any other unset variable is still an error.
     """
     environ: Mapping[str, str] = os.environ if env is None else env
     source = "environment"
@@ -121,11 +140,14 @@ def load_section(target: str, path: str | Path | None = None, *, env: Mapping[st
         section = {}
     if not isinstance(section, dict):
         raise CredentialsError(f"{source}: section {target!r} must be a mapping of keys, got {section!r}")
-    section = dict(_interpolate(section, target, source))
+    unset: list[str] | None = [] if secrets_optional else None
+    section = dict(_interpolate(section, target, source, unset))
     prefix = f"DEPLOYKIT_{target.upper()}_"
     for var, value in environ.items():
         if var.startswith(prefix) and len(var) > len(prefix):
             section[var[len(prefix):].lower()] = value
+    if unset:
+        section["__unset__"] = unset
     section.setdefault("__source__", source)
     section.setdefault("__folder__", folder)
     return section

@@ -11,6 +11,7 @@
     ├── PluginError              a plugin is broken: a misspelt hook implementation, a missing dependency
     ├── InvalidNameError         a deployment name no target accepts, or that would escape .deploykit/
     ├── NotDeployedError         no record for that name (and target) in metadata.yaml
+    ├── PendingOperationError    an interrupted operation on that deployment blocks the command
     ├── DeploymentError          create/update/rollback/delete failed on the target
     │   ├── DeploymentTimeout        not ready within the timeout
     │   └── SmokeTestError           deployed, but the example row did not score
@@ -39,6 +40,7 @@ __all__ = [
     "MetadataError",
     "NotDeployedError",
     "PayloadError",
+    "PendingOperationError",
     "PluginError",
     "Problem",
     "SchemaError",
@@ -98,6 +100,18 @@ class InvalidNameError(DeployKitError):
 
 class NotDeployedError(DeployKitError):
     """metadata.yaml has no deployment of that name (on that target)."""
+
+
+class PendingOperationError(DeployKitError):
+    """A pending operation on the deployment blocks the command: its process still runs (or runs
+    on another host, so it cannot be told), or removing what it created failed.
+
+    ``operation`` is the ``deploykit.operations.PendingOperation`` in the way.
+    """
+
+    def __init__(self, message: str, *, operation: Any = None) -> None:
+        super().__init__(message)
+        self.operation = operation
 
 
 class DeploymentError(DeployKitError):

@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any
 from deploykit.deployment import Deployment, invalid, now
 from deploykit.errors import DeployKitError, MetadataError, NotDeployedError
 from deploykit.files import atomic_write
-from deploykit.operations import Action, Outcome, PendingOperation, Reconciliation
+from deploykit.operations import Action, Outcome, Owner, PendingOperation, Reconciliation
 
 if TYPE_CHECKING:
     from filelock import BaseFileLock
@@ -451,12 +451,15 @@ class MetadataStore:
 
     # -- pending operations -------------------------------------------------------------------
     def begin(self, name: str, target: str, *, action: Action, revision: int,
-              planned: dict[str, Any] | None = None, **ids: Any) -> PendingOperation:
+              planned: dict[str, Any] | None = None, owner: Owner | None = None, **ids: Any) -> PendingOperation:
         """Record the intent to ``action`` revision ``revision`` of (name, target) durably, and
         return it. ``planned`` holds the deterministic names the target will create; ``ids``
-        any ids already known. Call it before the target creates anything that outlives us."""
+        any ids already known. Call it before the target creates anything that outlives us.
+
+        ``owner`` defaults to this process; tests pass another (``deploykit.testing.crash.dead_owner()``)
+        to record an operation as a process killed mid-deploy would have left it."""
         op = PendingOperation(name=name, target=target, action=action, revision=revision,
-                              planned=dict(planned or {}), ids=dict(ids))
+                              planned=dict(planned or {}), ids=dict(ids), owner=owner or Owner.current())
         with self.transaction() as state:
             state.put_operation(op)
         return op

@@ -21,7 +21,8 @@ from deploykit.deployment import as_text as _text
 from deploykit.deployment import invalid, now
 from deploykit.process import alive
 
-__all__ = ["Action", "OperationStatus", "Outcome", "Owner", "OwnerState", "PendingOperation", "Reconciliation"]
+__all__ = ["Action", "OperationStatus", "Outcome", "Owner", "OwnerState", "PendingOperation", "ReconcileReport",
+           "Reconciliation"]
 
 #: What the lifecycle was doing when it recorded the intent.
 Action = Literal["create", "update", "rollback", "delete"]
@@ -159,6 +160,10 @@ class PendingOperation:
             line += f"; removing what it created failed: {self.error}"
         return line
 
+    def summary(self) -> dict[str, Any]:
+        """What ``--json`` prints for it: the stored fields plus ``id``, ``owner_state`` and ``description``."""
+        return {"id": self.id, **self.to_dict(), "owner_state": self.owner_state(), "description": self.describe()}
+
     def to_dict(self) -> dict[str, Any]:
         """The operation as stored under ``pending.<id>`` (the id is the key)."""
         out: dict[str, Any] = {
@@ -255,3 +260,25 @@ class Reconciliation:
             raise invalid(source, f"{key}.revision", data.get("revision"), "a whole number")
         return cls(data["op"], data["name"], data["target"], data["action"], data["revision"], data["outcome"],
                    str(data.get("detail", "")), _text(data.get("at", "")))
+
+
+@dataclass
+class ReconcileReport:
+    """What ``deploykit.reconcile`` did: the notes of reconciled operations, the operations it
+    left alone (their process still runs, or runs on another host) and those whose clean-up
+    failed, each with the reason."""
+
+    reconciled: list[Reconciliation] = field(default_factory=list)
+    skipped: list[tuple[PendingOperation, str]] = field(default_factory=list)
+    failed: list[tuple[PendingOperation, str]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True unless removing what an interrupted operation created failed."""
+        return not self.failed
+
+    def to_dict(self) -> dict[str, Any]:
+        """What ``deploykit reconcile --json`` prints."""
+        return {"reconciled": [note.to_dict() for note in self.reconciled],
+                "skipped": [{**op.summary(), "reason": why} for op, why in self.skipped],
+                "failed": [{**op.summary(), "reason": why} for op, why in self.failed], "ok": self.ok}

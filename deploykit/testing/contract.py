@@ -11,6 +11,9 @@
         def remove_outside_deploykit(self, contract, deployment):
             my_platform_client().delete(deployment.ids["id"])   # as an operator would
 
+        def remote_leftovers(self, contract):               # optional: default is the target's list()
+            return my_platform_client().everything_named(contract.name)
+
 Every test goes through the public library API (``deploykit.deploy``, ``score``, ``status``,
 ``rollback``, ``delete``) against the target's real backend. What varies between targets comes
 from class attributes and from fixtures the subclass may override: ``contract_project`` (the
@@ -169,14 +172,61 @@ class TargetContract:
             pytest.fail(f"{type(self).__name__} must set `bad_credentials` (or define write_bad_credentials)")
         Path(contract.project.credentials).write_text(self.bad_credentials)
 
-    # -- reserved: crash safety ----------------------------------------------------------------
-    def reconcile_after_crash(self, contract: Contract) -> None:
-        """Reserved for the crash-safety work (intent records and reconcile); not a test yet.
+    # -- crash safety ----------------------------------------------------------------------------
+    def remote_leftovers(self, contract: Contract) -> list[Any]:
+        """What exists on the platform for ``contract.name`` (processes, versions, assets...), whatever
+        metadata.yaml says; default: the target's ``list()`` entries. Empty after a delete."""
+        return contract.remote()
 
-        It becomes ``test_reconcile_after_crash`` once targets have their reconcile method: kill a
-        deploy after the target created something, then the next ``deploy`` ends with exactly one
-        serving revision and ``delete`` leaves nothing on the target (``contract.remote() == []``).
-        """
+    def interrupt(self, contract: Contract, action: str, model: Path) -> None:
+        """Leave ``action`` (create or update) of ``model`` as a process killed right after the target
+        call would: a pending operation owned by a dead process, and what the target made."""
+        from deploykit.artifact import load_artifact
+        from deploykit.lifecycle import _construct, _planned, _recorder
+        from deploykit.metadata import MetadataStore
+        from deploykit.testing.crash import dead_owner
+
+        store = MetadataStore(contract.project.metadata)
+        artifact = load_artifact(model)
+        current = store.read().find(contract.name, contract.target)
+        revision = 1 if current is None else max(current.revisions) + 1
+        op = store.begin(contract.name, contract.target, action=action, revision=revision,  # type: ignore[arg-type]
+                         planned=_planned(artifact.sha256, artifact.schema.names,
+                                          None if current is None else current.revision), owner=dead_owner())
+        tgt, context = _construct(contract.target, contract.project.credentials, store.state_dir, None,
+                                  contract.timeout, False)
+        with context.noting(_recorder(store, op)):
+            made = tgt.deploy(artifact, contract.name) if current is None else tgt.update(current, artifact)
+            tgt.wait_ready(made, contract.timeout)
+
+    def _settled(self, contract: Contract, model: Path) -> None:
+        from deploykit.metadata import MetadataStore
+
+        dep = contract.deploy(model)
+        assert dep.status == "ready"
+        assert MetadataStore(contract.project.metadata).pending(contract.name, contract.target) == []
+        assert [d.name for d in contract.remote()] == [contract.name], "exactly one serving deployment expected"
+        assert contract.score().labels == contract.expected(model)
+        contract.delete()
+        assert self.remote_leftovers(contract) == [], "delete left something on the platform"
+
+    def test_reconcile_after_interrupted_create(self, contract: Contract) -> None:
+        self.interrupt(contract, "create", contract.models.first)
+        self._settled(contract, contract.models.first)
+
+    def test_reconcile_after_interrupted_create_then_another_model(self, contract: Contract) -> None:
+        self.interrupt(contract, "create", contract.models.first)
+        self._settled(contract, contract.models.second)
+
+    def test_reconcile_after_interrupted_update(self, contract: Contract) -> None:
+        contract.deploy(contract.models.first)
+        self.interrupt(contract, "update", contract.models.second)
+        self._settled(contract, contract.models.second)
+
+    def test_reconcile_after_interrupted_update_then_the_old_model(self, contract: Contract) -> None:
+        contract.deploy(contract.models.first)
+        self.interrupt(contract, "update", contract.models.second)
+        self._settled(contract, contract.models.first)
 
     # -- the contract ------------------------------------------------------------------------------
     def test_models_tell_revisions_apart(self, contract: Contract) -> None:

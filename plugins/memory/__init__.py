@@ -11,6 +11,12 @@ handling::
 
     memory.fail_next(Step.UPDATE, DeploymentError("quota exceeded"))
     MemoryTarget.fail_next("update")          # the same on the current platform
+
+Crash safety: the target notes each deployment id the moment it makes one (``context.note``) and
+``reconcile`` settles an interrupted operation against the platform. The platform lives in one
+process, so a *killed* deploy takes it along: the memory target's crash tests are in-process
+(``TargetContract``'s reconcile tests record the pending operation as a killed process would);
+the cross-process crash matrix runs on the targets whose platform outlives the process.
 """
 
 from __future__ import annotations
@@ -30,6 +36,8 @@ from deploykit.testing.isolation import on_reset
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from deploykit.operations import PendingOperation
 
 __all__ = ["MemoryPlatform", "MemoryTarget", "Step"]
 
@@ -51,6 +59,7 @@ class Step(str, Enum):
     LIST = "list"
     WAIT_READY = "wait_ready"
     SCORE = "score"
+    RECONCILE = "reconcile"
 
 
 def _step(step: Step | str) -> Step:
@@ -157,8 +166,13 @@ class MemoryTarget:
 
     def _serve(self, name: str, artifact: Artifact, revision: int, dep_id: str | None = None) -> Deployment:
         dep_id = dep_id or self.platform.new_id()
+        self.context.note(deployment_id=dep_id)  # before it exists: a crash right after still finds it
         self.platform.kept[artifact.sha256] = artifact
         self.platform.served[dep_id] = (name, artifact)
+        return self._record(dep_id, name, artifact, revision)
+
+    @staticmethod
+    def _record(dep_id: str, name: str, artifact: Artifact, revision: int) -> Deployment:
         return Deployment(name=name, target="memory", revision=revision, status="starting",
                           url=f"memory://{dep_id}", ids={"deployment_id": dep_id, "model_file": str(artifact.path)})
 
@@ -189,6 +203,31 @@ class MemoryTarget:
         """Drop the deployment."""
         self.platform.check(Step.DELETE)
         self.platform.served.pop(current.ids.get("deployment_id", ""), None)
+
+    def reconcile(self, operation: PendingOperation, current: Deployment | None) -> Deployment | None:
+        """Adopt what ``operation`` made when the platform serves its planned model under the id it
+        noted (or, for a create that noted none, under the deployment's name); otherwise put back
+        ``current``'s model and drop every other deployment of that name. Idempotent."""
+        self.platform.check(Step.RECONCILE)
+        name, planned = operation.name, operation.planned.get("model_sha256")
+        keep = current.ids.get("deployment_id") if current is not None else None
+        made = operation.ids.get("deployment_id") or keep
+        if made is None:  # no id came back: the deterministic name is all there is
+            made = next((i for i, n in self.platform if n == name), None)
+        held = self.platform.served.get(made) if made is not None else None
+        adopted = None
+        if held is not None and held[0] == name and held[1].sha256 == planned:
+            adopted = self._record(made, name, held[1], operation.revision)
+            adopted.status = "ready"
+            keep = made
+        elif keep is not None and current is not None:
+            # the interrupted update or rollback swapped the model under current's id: put current's back
+            original = self.platform.kept.get(current.model_sha256 or "")
+            if original is not None:
+                self.platform.served[keep] = (name, original)
+        for dep_id in [i for i, n in self.platform if n == name and i != keep]:
+            del self.platform.served[dep_id]
+        return adopted
 
     def get(self, current: Deployment) -> Deployment:
         """``ready`` if the id is held on the platform, else ``stopped``."""

@@ -26,6 +26,9 @@ class TestMemoryTarget(TargetContract):
     def remove_outside_deploykit(self, contract, deployment) -> None:
         MemoryTarget.platform.remove(deployment.name)
 
+    def remote_leftovers(self, contract):
+        return [name for name in MemoryTarget.platform.names() if name == contract.name]
+
 
 def _deploy(model: Path, project, **kw):
     return deploykit.deploy(model, target="memory", name="bank", metadata=project.metadata,

@@ -19,6 +19,7 @@ from deploykit.target import TargetContext
 if TYPE_CHECKING:
     import pandas as pd
 
+    from deploykit.operations import PendingOperation
     from deploykit.payload import Predictions
 
 __all__ = ["PLATFORM_KEY", "SampleSettings", "SampleTarget"]
@@ -87,7 +88,9 @@ class SampleTarget:
     def deploy(self, artifact: Artifact, name: str) -> Deployment:
         """Keep a copy of the model and add an entry for it."""
         self._login()
-        return self._serve(name, f"{name}-{uuid.uuid4().hex[:8]}", 1, self._keep(artifact), artifact.sha256)
+        dep_id = f"{name}-{uuid.uuid4().hex[:8]}"
+        self.context.note(deployment_id=dep_id)  # recorded before the entry exists: a crash leaves nothing unknown
+        return self._serve(name, dep_id, 1, self._keep(artifact), artifact.sha256)
 
     def update(self, current: Deployment, artifact: Artifact) -> Deployment:
         """Point the entry at the new model (same id)."""
@@ -112,6 +115,25 @@ class SampleTarget:
         if entries.get(current.name, {}).get("id") == current.ids.get("deployment_id"):
             del entries[current.name]
             self._write(entries)
+
+    def reconcile(self, operation: PendingOperation, current: Deployment | None) -> Deployment | None:
+        """Adopt the entry of ``operation.name`` when it serves the planned model; otherwise point it
+        back at ``current`` (or remove it when nothing was recorded). Idempotent."""
+        self._login()
+        entries = self._read()
+        entry = entries.get(operation.name)
+        if entry is not None and entry["sha256"] == operation.planned.get("model_sha256"):
+            files = {k: entry[k] for k in ("model_file", "schema_file") if k in entry}
+            return Deployment(name=operation.name, target="sample", revision=operation.revision, status="ready",
+                              url=f"sample://{entry['id']}", ids={"deployment_id": entry["id"], **files})
+        if current is None:
+            entries.pop(operation.name, None)
+        else:
+            files = {k: current.ids[k] for k in ("model_file", "schema_file") if k in current.ids}
+            entries[operation.name] = {"id": current.ids["deployment_id"], "revision": current.revision,
+                                       "sha256": current.model_sha256, **files}
+        self._write(entries)
+        return None
 
     def get(self, current: Deployment) -> Deployment:
         """``ready`` when the entry exists with this deployment's id, else ``missing``."""
