@@ -65,6 +65,13 @@ def create_app(artifact: Artifact, config: ServerConfig | None = None) -> FastAP
     load_formats()
     config = config or ServerConfig()
     ctx = RouteContext(artifact, config)
+    if ctx.schema.columns:  # docs and error messages show a row built from the schema, never the training row
+        import dataclasses
+
+        import orjson
+
+        ctx.schema = dataclasses.replace(ctx.schema, example=openapi.example_row(ctx.schema))
+        ctx.example_body = orjson.dumps([ctx.schema.example]).decode()
     _warm_up(ctx)
     app = FastAPI(title=f"deploykit: {config.name}", version=str(config.revision),
                   description=f"Model {config.name} revision {config.revision} "
@@ -104,7 +111,7 @@ class _DocsAuth:
 
 def _warm_up(ctx: RouteContext) -> None:
     """Score the example row once, so the first request does not pay for lazy set-up."""
-    example = ctx.schema.example
+    example = ctx.artifact.schema.example
     if not example or not ctx.schema.columns:
         return
     try:
