@@ -47,12 +47,13 @@ class ServerConfig:
     allow_extra_columns: bool | None = _default("allow_extra_columns")
     batch_wait_ms: float = _default("batch_wait_ms")
     max_batch_rows: int = _default("max_batch_rows")
+    protect_docs: bool = True
 
     @classmethod
     def from_settings(cls, settings: LocalSettings, name: str = "model", revision: int = 1) -> ServerConfig:
         """The app's part of ``settings``."""
         return cls(name, revision, settings.token_value, settings.max_body_bytes, settings.allow_extra_columns,
-                   settings.batch_wait_ms, settings.max_batch_rows)
+                   settings.batch_wait_ms, settings.max_batch_rows, settings.protect_docs is not False)
 
 
 def create_app(artifact: Artifact, config: ServerConfig | None = None) -> FastAPI:
@@ -64,6 +65,13 @@ def create_app(artifact: Artifact, config: ServerConfig | None = None) -> FastAP
     load_formats()
     config = config or ServerConfig()
     ctx = RouteContext(artifact, config)
+    if ctx.schema.columns:  # docs and error messages show a row built from the schema, never the training row
+        import dataclasses
+
+        import orjson
+
+        ctx.schema = dataclasses.replace(ctx.schema, example=openapi.example_row(ctx.schema))
+        ctx.example_body = orjson.dumps([ctx.schema.example]).decode()
     _warm_up(ctx)
     app = FastAPI(title=f"deploykit: {config.name}", version=str(config.revision),
                   description=f"Model {config.name} revision {config.revision} "
@@ -74,12 +82,36 @@ def create_app(artifact: Artifact, config: ServerConfig | None = None) -> FastAP
     routes.mount(app, ctx)
     spec = openapi.document(app, ctx.schema, ctx)
     app.openapi = lambda: spec  # type: ignore[method-assign]
+    if config.token and config.protect_docs:
+        app.add_middleware(_DocsAuth, ctx=ctx, paths=(app.docs_url, app.redoc_url, app.openapi_url,
+                                                      app.swagger_ui_oauth2_redirect_url))
     return app
+
+
+class _DocsAuth:
+    """The bearer token on the documentation routes too: the OpenAPI document describes the model's
+    columns, which a token-protected deployment does not show to anyone."""
+
+    def __init__(self, app: Any, ctx: RouteContext, paths: tuple[str | None, ...]) -> None:
+        self.app, self.ctx = app, ctx
+        self.paths = {p for p in paths if p}
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope.get("path") in self.paths:
+            from deploykit_plugins.local.asgi import dumps, headers_of, respond
+
+            try:
+                self.ctx.check_auth(headers_of(scope))
+            except HTTPProblem as problem:
+                await respond(send, problem.status, dumps({"error": problem.message}),
+                              extra=[(b"www-authenticate", b"Bearer")])
+                return
+        await self.app(scope, receive, send)
 
 
 def _warm_up(ctx: RouteContext) -> None:
     """Score the example row once, so the first request does not pay for lazy set-up."""
-    example = ctx.schema.example
+    example = ctx.artifact.schema.example
     if not example or not ctx.schema.columns:
         return
     try:

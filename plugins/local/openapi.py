@@ -1,5 +1,8 @@
 """The local server's OpenAPI document: FastAPI's for the GET routes, plus each scoring route
-described by its protocol (request schema with the artifact's example row, response, error)."""
+described by its protocol (request schema with an example row, response, error).
+
+The example row is built from the schema's column types (``example_row``), never copied from
+the artifact's example, which may be a verbatim training row (a customer's record)."""
 
 from __future__ import annotations
 
@@ -13,12 +16,21 @@ from fastapi.routing import APIRoute
 
 from deploykit import payload
 
-__all__ = ["document"]
+__all__ = ["document", "example_row"]
+
+#: A placeholder value per schema type.
+_PLACEHOLDERS: dict[str, Any] = {"integer": 0, "float": 0.0, "string": "string", "boolean": False,
+                                 "datetime": "2024-01-01T00:00:00Z", "any": None}
+
+
+def example_row(schema: Any) -> dict[str, Any]:
+    """One row for the docs, from the column names and types only."""
+    return {c.name: _PLACEHOLDERS.get(c.type) for c in schema.columns}
 
 
 def document(app: FastAPI, schema: Any, ctx: RouteContext) -> dict[str, Any]:
     """The OpenAPI document: FastAPI's for the GET routes plus the hand-written scoring routes."""
-    example = schema.example
+    example = example_row(schema)
 
     def doc(path: str, summary: str, body: dict[str, Any], ok: dict[str, Any], error: dict[str, Any],
             params: dict[str, dict[str, Any]] | None = None) -> APIRoute:
@@ -59,7 +71,7 @@ def document(app: FastAPI, schema: Any, ctx: RouteContext) -> dict[str, Any]:
 
 
 def _openapi_body(schema: Any, example: dict[str, Any], proto: payload.Protocol, csv: bool = False) -> dict[str, Any]:
-    """The request body in the OpenAPI docs, pre-filled with the artifact's example row."""
+    """The request body in the OpenAPI docs, pre-filled with ``example`` (see ``example_row``)."""
     types = {"integer": {"type": "integer"}, "float": {"type": "number"}, "string": {"type": "string"},
              "boolean": {"type": "boolean"}, "datetime": {"type": "string", "format": "date-time"}, "any": {}}
     props = {c.name: ({"anyOf": [types[c.type], {"type": "null"}]} if c.nullable else types[c.type])

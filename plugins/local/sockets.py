@@ -13,7 +13,8 @@ import contextlib
 import socket
 from typing import Any
 
-__all__ = ["IDLE_GRACE_S", "CYCLE_INTERNALS", "PROTOCOL_INTERNALS", "bind", "protocol_class", "run_uvicorn"]
+__all__ = ["IDLE_GRACE_S", "CYCLE_INTERNALS", "PROTOCOL_INTERNALS", "SERVER_INTERNALS", "add_listener", "bind",
+           "drain_connections", "protocol_class", "remove_listener", "run_uvicorn"]
 
 
 def bind(host: str, port: int, reuse_port: bool = False) -> socket.socket:
@@ -39,6 +40,10 @@ IDLE_GRACE_S = 1.0
 PROTOCOL_INTERNALS = ("connection_made", "on_headers_complete", "shutdown", "cycle", "loop", "transport")
 #: What it relies on in the protocol's request cycle.
 CYCLE_INTERNALS = ("keep_alive", "response_complete")
+#: What ``add_listener`` and ``drain_connections`` rely on in a running ``uvicorn.Server``
+#: (``server_state.connections``, ``lifespan.state``, ``config.http_protocol_class``): the same
+#: pieces ``Server.startup`` uses to serve a socket, so a socket joins after start-up.
+SERVER_INTERNALS = ("servers", "server_state", "lifespan", "config")
 
 
 def protocol_class() -> Any:
@@ -84,8 +89,37 @@ def protocol_class() -> Any:
     return NoDelayProtocol
 
 
+async def add_listener(server: Any, sock: socket.socket) -> Any:
+    """Serve the listening ``sock`` from the running uvicorn ``server`` too (its shutdown closes it)."""
+    import asyncio
+
+    config = server.config
+
+    def create_protocol(_loop: Any = None) -> Any:
+        return config.http_protocol_class(config=config, server_state=server.server_state,
+                                          app_state=server.lifespan.state, _loop=_loop)
+
+    listener = await asyncio.get_running_loop().create_server(create_protocol, sock=sock, ssl=config.ssl,
+                                                              backlog=config.backlog)
+    server.servers.append(listener)
+    return listener
+
+
+def remove_listener(server: Any, listener: Any) -> None:
+    """Stop accepting on ``listener`` (connections it accepted keep being served)."""
+    listener.close()
+    with contextlib.suppress(ValueError):
+        server.servers.remove(listener)
+
+
+def drain_connections(server: Any) -> None:
+    """Close every keep-alive connection of ``server`` gently (see ``protocol_class``), without stopping it."""
+    for connection in list(server.server_state.connections):
+        connection.shutdown()
+
+
 def run_uvicorn(app: Any, sockets: list[socket.socket], certfile: str | None, keyfile: str | None,
-                 on_started: Any = None) -> None:
+                 on_started: Any = None, on_serving: Any = None) -> None:
     import asyncio
 
     import uvicorn
@@ -99,6 +133,8 @@ def run_uvicorn(app: Any, sockets: list[socket.socket], certfile: str | None, ke
         task = asyncio.ensure_future(server.serve(sockets=sockets))
         while not server.started and not task.done():
             await asyncio.sleep(0.005)
+        if server.started and on_serving is not None:
+            on_serving(server, asyncio.get_running_loop())
         if server.started and on_started is not None:
             await asyncio.get_running_loop().run_in_executor(None, on_started)
         await task

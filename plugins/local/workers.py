@@ -2,7 +2,9 @@
 
 Each worker binds its own SO_REUSEPORT listener on the same port (the kernel spreads
 connections over them) and runs its own event loop and micro-batcher; the first process
-serves too and keeps the health socket. Workers stop with the main process (SIGTERM is passed
+serves too and keeps the health socket. A server that waits to join the public port
+(``handover``) gives its workers no listener at start: each gets the public socket from the
+main process over its own socket pair when the main process joins. Workers stop with the main process (SIGTERM is passed
 on; on Linux they also get SIGTERM if it dies).
 """
 
@@ -18,7 +20,7 @@ from typing import Any
 
 from deploykit_plugins.local.sockets import bind, run_uvicorn
 
-__all__ = ["fork_workers", "stop_workers", "wait_ready"]
+__all__ = ["fork_workers", "wait_ready"]
 
 
 def _die_with_parent(parent: int) -> None:
@@ -33,29 +35,41 @@ def _die_with_parent(parent: int) -> None:
 
 
 def fork_workers(app: Any, public: socket.socket, health: socket.socket, count: int,
-                  certfile: str | None, keyfile: str | None) -> tuple[list[int], int]:
-    """Fork ``count`` workers, each with its own SO_REUSEPORT listener; returns their pids and a
-    pipe that each writes one byte to once it serves."""
+                 certfile: str | None, keyfile: str | None,
+                 wait: bool = False) -> tuple[list[int], int, list[socket.socket]]:
+    """Fork ``count`` workers, each with its own SO_REUSEPORT listener (or, with ``wait``, none
+    until told over its channel); returns their pids, a pipe that each writes one byte to once it
+    serves, and the main process's ends of the workers' channels (empty without ``wait``)."""
     host, port = public.getsockname()[:2]
     parent = os.getpid()
     ready_r, ready_w = os.pipe()
     pids = []
+    channels: list[socket.socket] = []
     for _ in range(count):
+        mine, theirs = socket.socketpair() if wait else (None, None)
         pid = os.fork()
         if pid == 0:  # the worker
             code = 0
             try:
                 _die_with_parent(parent)
                 os.close(ready_r)
-                for inherited in (public, health):
+                for inherited in (public, health, *channels):
                     inherited.close()  # else connections routed to the main socket outlive it
-                own = bind(host, port, reuse_port=True)
+                if mine is not None:
+                    mine.close()
+                own = [] if wait else [bind(host, port, reuse_port=True)]
 
                 def started() -> None:
                     os.write(ready_w, b"1")
                     os.close(ready_w)
 
-                run_uvicorn(app, [own], certfile, keyfile, started)
+                def serving(server: Any, loop: Any) -> None:
+                    if theirs is not None:
+                        from deploykit_plugins.local.handover import WorkerPort
+
+                        server.worker_port = WorkerPort(server, loop, theirs)
+
+                run_uvicorn(app, own, certfile, keyfile, started, serving)
             except BaseException as exc:  # noqa: BLE001  (a worker must never return into the parent's code)
                 if not isinstance(exc, (KeyboardInterrupt, SystemExit)):
                     print(f"deploykit server: worker {os.getpid()} failed: {exc!r}", file=sys.stderr, flush=True)
@@ -64,8 +78,11 @@ def fork_workers(app: Any, public: socket.socket, health: socket.socket, count: 
                 sys.stderr.flush()
                 os._exit(code)
         pids.append(pid)
+        if mine is not None and theirs is not None:
+            theirs.close()
+            channels.append(mine)
     os.close(ready_w)
-    return pids, ready_r
+    return pids, ready_r, channels
 
 
 def wait_ready(ready_r: int, count: int, pids: list[int], timeout: float = 60.0) -> None:
@@ -84,24 +101,3 @@ def wait_ready(ready_r: int, count: int, pids: list[int], timeout: float = 60.0)
     if got < count:
         print(f"deploykit server: only {got} of {count} extra workers started (pids {pids}); "
               "serving with fewer", file=sys.stderr, flush=True)
-
-
-def stop_workers(pids: list[int], grace: float = 15.0) -> None:
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    alive = set(pids)
-    while alive and time.monotonic() < deadline:
-        for pid in list(alive):
-            with contextlib.suppress(ChildProcessError):
-                done, _ = os.waitpid(pid, os.WNOHANG)
-                if not done:
-                    continue
-            alive.discard(pid)
-        time.sleep(0.02)
-    for pid in alive:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, 0)

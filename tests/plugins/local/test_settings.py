@@ -70,3 +70,23 @@ def test_serve_has_an_option_for_every_setting() -> None:
 def test_serve_refuses_a_bad_setting_naming_the_option(bank_model: Path) -> None:
     result = CliRunner().invoke(serve_command, [str(bank_model), "--workers", "0"])
     assert result.exit_code == 2 and "--workers" in result.output
+
+
+def test_a_deployed_server_gets_a_minimal_environment_without_the_deployers_secrets(project, bank_model,
+                                                                                     monkeypatch) -> None:
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "d3ployer-s3cret")
+    dep = deploykit.deploy(bank_model, name="bank")
+    try:
+        environ = Path(f"/proc/{int(dep.ids['pid'])}/environ")
+        if environ.exists():
+            assert b"d3ployer-s3cret" not in environ.read_bytes()
+    finally:
+        deploykit.delete("bank")
+
+
+def test_relative_certificate_paths_are_read_from_the_credentials_folder(tmp_path: Path) -> None:
+    (tmp_path / "certs").mkdir()
+    (tmp_path / "certs" / "server.pem").write_text("pem")
+    settings = LocalSettings.model_validate({"certfile": "certs/server.pem"}, context={"base_dir": tmp_path})
+    assert settings.certfile == str((tmp_path / "certs" / "server.pem").resolve())
+    assert settings.client_verify == settings.certfile  # a self-signed local cert is trusted by default
