@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from deploykit.errors import ScoringError
 
-__all__ = ["base_url", "close_pools", "request_json"]
+__all__ = ["base_url", "close_pools", "redact_text", "redact_url", "request_json"]
 
 _pools: dict[Any, Any] = {}
 #: Addresses a server listens on that a client cannot connect to, and the loopback address to use instead.
@@ -24,6 +25,39 @@ def base_url(scheme: str, host: str, port: int) -> str:
     if ":" in host and not host.startswith("["):
         host = f"[{host}]"
     return f"{scheme}://{host}:{int(port)}"
+
+
+def redact_url(url: str) -> str:
+    """``url`` with a password embedded in it replaced by ``***`` (``https://user:***@host/path``).
+
+    For messages and records: a tracking URI or S3 endpoint written ``scheme://user:pass@host``
+    would otherwise show the password in every error and in metadata.yaml. Text that is not a
+    URL with credentials comes back unchanged; a user name alone is kept (it is no secret).
+    """
+    from urllib.parse import urlsplit, urlunsplit
+
+    if not isinstance(url, str) or "@" not in url or "://" not in url:
+        return url
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url
+    userinfo, at, hostport = parts.netloc.rpartition("@")
+    if not at or ":" not in userinfo:
+        return url
+    user = userinfo.split(":", 1)[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{hostport}"))
+
+
+#: ``scheme://user:password@`` inside free text; the password part is what gets masked.
+_URL_WITH_PASSWORD = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^\s/:@]*):[^\s/@]*@")
+
+
+def redact_text(text: str) -> str:
+    """``text`` (an error message, a log line) with every ``scheme://user:password@`` password masked."""
+    if "@" not in text:
+        return text
+    return _URL_WITH_PASSWORD.sub(r"\1:***@", text)
 
 
 def _pool(verify: bool | str) -> Any:

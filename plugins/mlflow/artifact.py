@@ -221,11 +221,12 @@ def load_registry_artifact(uri: str, schema: str | Path | Schema | None = None,
     """
     from mlflow.exceptions import MlflowException
 
+    from deploykit.http import redact_text
     from deploykit_plugins.mlflow.settings import connected, ensure_reachable, settings_for_loading
 
     settings = settings_for_loading(credentials)
     ensure_reachable(settings, ArtifactError)
-    where = settings.tracking_uri
+    where = settings.shown_uri  # what messages and records show: no password
     with connected(settings) as client:
         if uri.startswith("runs:/"):
             run_id, _, model_path = uri[len("runs:/"):].strip("/").partition("/")
@@ -240,10 +241,10 @@ def load_registry_artifact(uri: str, schema: str | Path | Schema | None = None,
             local = mlflow.artifacts.download_artifacts(artifact_uri=fetch, dst_path=str(folder),
                                                         tracking_uri=settings.tracking_uri)
         except MlflowException as exc:
-            raise ArtifactError(f"{uri} could not be downloaded from {where}: {exc.message}") from None
+            raise ArtifactError(f"{uri} could not be downloaded from {where}: {redact_text(exc.message)}") from None
         except Exception as exc:  # boto3/urllib errors of the artifact store
             raise ArtifactError(f"{uri} could not be downloaded from the artifact store of {where} "
-                                f"({type(exc).__name__}: {exc}); check the S3 settings (s3_endpoint_url, "
+                                f"({type(exc).__name__}: {redact_text(str(exc))}); check the S3 settings (s3_endpoint_url, "
                                 "aws_access_key_id, aws_secret_access_key) of the mlflow section") from None
     artifact = load_mlflow_dir(local, schema)
     artifact.source = uri

@@ -7,23 +7,28 @@ exceptions into DeploymentError naming the registered model, the tracking server
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
 from deploykit.errors import DeploymentError
+from deploykit.faults import crash_point
+from deploykit.http import redact_text
 
 if TYPE_CHECKING:
     from deploykit.artifact import Artifact
     from deploykit_plugins.mlflow.settings import MlflowSettings
 
-__all__ = ["LoggedVersion", "delete_version", "log_and_register", "mlflow_errors", "point", "pointed_version",
+__all__ = ["NAME_TAG", "REVISION_TAG", "SHA_TAG", "LoggedVersion", "delete_version", "find_created", "log_and_register", "mlflow_errors", "point", "pointed_version",
            "unpoint"]
 
-#: The tag deploykit puts on the runs and versions it creates, with the model's sha256.
+#: The tags deploykit puts on the runs and versions it creates: the model's sha256, the deployment
+#: name and the revision being deployed. Together they find what an interrupted deploy made
+#: when its ids were never recorded (``find_created``).
 SHA_TAG = "deploykit.sha256"
 NAME_TAG = "deploykit.name"
+REVISION_TAG = "deploykit.revision"
 _MLFLOW_TYPES = {"integer": "long", "float": "double", "string": "string", "boolean": "boolean",
                  "datetime": "datetime"}
 
@@ -47,9 +52,9 @@ def mlflow_errors(what: str, settings: MlflowSettings) -> Iterator[None]:
     try:
         yield
     except MlflowException as exc:
-        raise DeploymentError(f"{what} failed at {settings.tracking_uri}: {exc.message}") from None
+        raise DeploymentError(f"{what} failed at {settings.shown_uri}: {redact_text(exc.message)}") from None
     except (OSError, ImportError) as exc:  # artifact store (S3, disk) and serialization problems
-        raise DeploymentError(f"{what} failed at {settings.tracking_uri}: {type(exc).__name__}: {exc}; "
+        raise DeploymentError(f"{what} failed at {settings.shown_uri}: {type(exc).__name__}: {redact_text(str(exc))}; "
                               "check the artifact store settings (s3_endpoint_url, aws_* keys)") from None
 
 
@@ -146,7 +151,7 @@ def _experiment(client: Any, settings: MlflowSettings) -> str:
     if found is not None:
         if found.lifecycle_stage == "deleted":
             raise DeploymentError(
-                f"experiment {settings.experiment!r} at {settings.tracking_uri} is deleted; restore it "
+                f"experiment {settings.experiment!r} at {settings.shown_uri} is deleted; restore it "
                 "(mlflow experiments restore) or set mlflow.experiment to another name")
         return str(found.experiment_id)
     try:
@@ -156,17 +161,24 @@ def _experiment(client: Any, settings: MlflowSettings) -> str:
 
 
 def log_and_register(client: Any, settings: MlflowSettings, artifact: Artifact, deployment: str,
-                     model_name: str) -> LoggedVersion:
+                     model_name: str, *, revision: int = 1, action: str = "create",
+                     note: Callable[..., None] = lambda **ids: None) -> LoggedVersion:
     """Log ``artifact`` in a new run of the settings' experiment and register it as a new version
-    of ``model_name``. A failure before the version exists leaves nothing behind (the run is deleted)."""
+    of ``model_name``. A failure before the version exists leaves nothing behind (the run is deleted).
+
+    The run and the version carry the name, revision and sha256 tags; ``note`` gets the run id
+    and the version the moment MLflow returns them (crash points ``<action>:run-created`` and
+    ``<action>:version-registered`` follow)."""
     from mlflow.exceptions import MlflowException
 
+    tags = {NAME_TAG: deployment, SHA_TAG: artifact.sha256, REVISION_TAG: str(revision)}
     with mlflow_errors(f"creating a run in experiment {settings.experiment!r}", settings):
         experiment_id = _experiment(client, settings)
-        run = client.create_run(experiment_id, tags={"mlflow.runName": f"deploykit-{deployment}",
-                                                     NAME_TAG: deployment, SHA_TAG: artifact.sha256,
-                                                     "mlflow.source.name": "deploykit"})
+        run = client.create_run(experiment_id, tags={"mlflow.runName": f"deploykit-{deployment}-r{revision}",
+                                                     **tags, "mlflow.source.name": "deploykit"})
     run_id = run.info.run_id
+    note(run_id=run_id, experiment_id=str(experiment_id))
+    crash_point(f"{action}:run-created")
     try:
         with mlflow_errors(f"logging the model of {deployment!r}", settings):
             if _is_sklearn(artifact.model):
@@ -185,11 +197,13 @@ def log_and_register(client: Any, settings: MlflowSettings, artifact: Artifact, 
                     raise
             mv = client.create_model_version(model_name, source=info.model_uri, run_id=run_id,
                                              model_id=getattr(info, "model_id", None),
-                                             tags={SHA_TAG: artifact.sha256, NAME_TAG: deployment})
+                                             tags=tags)
+            note(registered_model=model_name, version=str(mv.version))
     except BaseException:
         with contextlib.suppress(Exception):
             client.delete_run(run_id)
         raise
+    crash_point(f"{action}:version-registered")
     return LoggedVersion(model_name, str(mv.version), run_id, f"models:/{model_name}/{mv.version}", experiment_id)
 
 
@@ -259,3 +273,29 @@ def delete_version(client: Any, settings: MlflowSettings, model_name: str, versi
                     f"name = '{model_name}'", max_results=1):
                 client.delete_registered_model(model_name)
 
+
+
+def find_created(client: Any, settings: MlflowSettings, model_name: str, deployment: str, revision: int,
+                 sha256: str | None) -> tuple[list[tuple[str, str | None]], list[str]]:
+    """What a deploy of ``revision`` of ``deployment`` registered, found by its tags: the versions of
+    ``model_name`` as (version, run id), and every run in the experiment that carries the tags."""
+    from mlflow.exceptions import MlflowException
+
+    def ours(tags: dict[str, str]) -> bool:
+        return tags.get(NAME_TAG) == deployment and tags.get(REVISION_TAG) == str(revision) \
+            and (sha256 is None or tags.get(SHA_TAG) == sha256)
+
+    versions: list[tuple[str, str | None]] = []
+    runs: list[str] = []
+    with mlflow_errors(f"searching the versions of {model_name!r} an interrupted deploy registered", settings):
+        with contextlib.suppress(MlflowException):
+            for mv in client.search_model_versions(f"name = '{model_name}'", max_results=1000):
+                if ours(dict(mv.tags or {})):
+                    versions.append((str(mv.version), mv.run_id))
+        experiment = client.get_experiment_by_name(settings.experiment)
+        if experiment is not None:
+            query = (f"tags.`{NAME_TAG}` = '{deployment}' and tags.`{REVISION_TAG}` = '{revision}'")
+            for run in client.search_runs([experiment.experiment_id], filter_string=query, max_results=1000):
+                if ours(dict(run.data.tags or {})):
+                    runs.append(run.info.run_id)
+    return versions, runs

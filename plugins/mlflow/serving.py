@@ -24,8 +24,8 @@ from deploykit.errors import DeploymentError
 from deploykit.files import atomic_write
 from deploykit.process import alive, free_port, group_alive, is_ours, spawn
 
-__all__ = ["FRONT_MODULE", "ServerFiles", "alive", "free_port", "group_alive", "is_backend", "is_front", "log_tail",
-           "port_is_free", "read_backend", "root_cause", "start_backend", "start_front", "startup_failure", "stop",
+__all__ = ["FRONT_MODULE", "ServerFiles", "alive", "backend_port", "backends_of", "free_port", "fronts_of",
+           "group_alive", "is_backend", "is_front", "log_tail", "port_is_free", "processes_with", "read_backend", "root_cause", "start_backend", "start_front", "startup_failure", "stop",
            "wait_front", "write_backend"]
 
 FRONT_MODULE = "deploykit_plugins.mlflow.front"
@@ -59,6 +59,10 @@ class ServerFiles:
         """The file the front writes its pid and port to once it listens."""
         return self._dir("run") / f"{self.name}.front.json"
 
+    def token_file(self) -> Path:
+        """A fresh 0600 file name for handing the relay its token (the relay removes it once read)."""
+        return self._dir("run") / f".{self.name}.token.{os.getpid()}.{time.monotonic_ns()}"
+
     def log(self, what: str) -> Path:
         """A fresh log file for one process start."""
         return self._dir("logs") / f"{self.name}-{what}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
@@ -89,13 +93,69 @@ def start_backend(model_uri: str, settings: Any, env: dict[str, str], log: Path)
     return spawn(cmd, env, log), port
 
 
-def start_front(host: str, port: int, files: ServerFiles, log: Path) -> subprocess.Popen[bytes]:
-    """Start the relay on ``host:port`` in front of whatever ``files.backend_file`` names."""
+def start_front(host: str, port: int, files: ServerFiles, log: Path, *, certfile: str | None = None,
+                keyfile: str | None = None, token: str | None = None) -> subprocess.Popen[bytes]:
+    """Start the relay on ``host:port`` in front of whatever ``files.backend_file`` names.
+
+    With ``certfile``/``keyfile`` it serves HTTPS; a ``token`` is handed over in a 0600 file the
+    relay reads once and removes (never on its command line or in its environment)."""
     with contextlib.suppress(OSError):
         files.front_state.unlink()
     cmd = [sys.executable, "-m", FRONT_MODULE, "--host", host, "--port", str(port),
            "--backend-file", str(files.backend_file), "--state-file", str(files.front_state)]
+    if certfile:
+        cmd += ["--certfile", certfile, "--keyfile", str(keyfile)]
+    if token:
+        token_file = files.token_file()
+        atomic_write(token_file, token.encode(), mode=0o600)
+        cmd += ["--token-file", str(token_file)]
     return spawn(cmd, process.child_environment({"PYTHONUNBUFFERED": "1"}), log)
+
+
+def processes_with(*markers: bytes) -> list[int]:
+    """Pids of running processes whose command line holds every one of ``markers`` (from /proc).
+
+    How reconcile finds a scoring server or relay whose pid was never recorded: their command
+    lines carry deterministic names (``models:/NAME/VERSION``, the deployment's backend file)."""
+    proc = Path("/proc")
+    found: list[int] = []
+    if not proc.is_dir():
+        return found
+    for entry in proc.iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        cmd = process.cmdline(int(entry.name))
+        if cmd and all(marker in cmd for marker in markers) and alive(int(entry.name)):
+            found.append(int(entry.name))
+    return sorted(found)
+
+
+def backends_of(model_uri: str) -> list[int]:
+    """Session leaders of running ``mlflow models serve -m MODEL_URI`` processes (a uvicorn child excluded)."""
+    exact = model_uri.encode() + b"\0"
+    pids = [pid for pid in processes_with(b"mlflow", b"serve", exact) if is_backend(pid)]
+    return [pid for pid in pids if _session_leader(pid)]
+
+
+def fronts_of(files: ServerFiles) -> list[int]:
+    """Running relays in front of ``files.backend_file`` (one deployment's)."""
+    return processes_with(FRONT_MODULE.encode(), str(files.backend_file).encode() + b"\0")
+
+
+def _session_leader(pid: int) -> bool:
+    try:
+        return os.getsid(pid) == pid
+    except OSError:
+        return False
+
+
+def backend_port(pid: int) -> int | None:
+    """The ``-p`` port on the command line of scoring server ``pid``, or None."""
+    cmd = process.cmdline(pid) or b""
+    args = cmd.split(b"\0")
+    with contextlib.suppress(ValueError, IndexError):
+        return int(args[args.index(b"-p") + 1])
+    return None
 
 
 def is_backend(pid: int | None) -> bool:

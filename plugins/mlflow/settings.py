@@ -9,6 +9,9 @@
       aws_secret_access_key: ${AWS_SECRET_ACCESS_KEY}
       verify: true                             # TLS of tracking server and S3: true, false or a CA bundle
       ca_bundle: certs/private-ca.pem          # a private CA to trust (relative to this file)
+      relay_certfile: certs/model.pem          # the stable endpoint (the relay) serves HTTPS ...
+      relay_keyfile: certs/model-key.pem
+      relay_token: ${MODEL_TOKEN}              # ... and requires "Authorization: Bearer <token>"
 
 ``insecure_tls: true`` and ``s3_ignore_tls: true`` (older spellings) still work: they mean
 ``verify: false`` and warn.
@@ -30,11 +33,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from deploykit.errors import ArtifactError, CredentialsError, DeploymentError
 from deploykit.process import child_environment, scoped_environ
-from deploykit.settings import Retries, TargetSettings
+from deploykit.settings import CertFile, Retries, TargetSettings
 
 __all__ = ["MlflowSettings", "connected", "ensure_reachable", "server_environment", "settings_for_loading"]
 
@@ -81,6 +84,11 @@ class MlflowSettings(TargetSettings):
     aws_region: str | None = Field(None, description="S3 region (AWS_DEFAULT_REGION)")
     request_retries: Retries = Field(3, description="retries of each MLflow REST call")
     request_timeout: int = Field(30, ge=1, description="timeout of each MLflow REST call, in seconds")
+    relay_certfile: CertFile = Field(None, description="certificate (PEM) the relay presents: the endpoint "
+                                                       "serves HTTPS (with relay_keyfile)")
+    relay_keyfile: CertFile = Field(None, description="private key (PEM) of relay_certfile")
+    relay_token: SecretStr | None = Field(None, description="bearer token every request to the endpoint must "
+                                                            "carry (401 otherwise); MLflow's scoring server has none")
 
     @field_validator("stage", mode="before")
     @classmethod
@@ -97,10 +105,38 @@ class MlflowSettings(TargetSettings):
             raise ValueError("is empty; give the tracking server's URL, e.g. http://127.0.0.1:5000")
         return value
 
+    @model_validator(mode="after")
+    def _relay_pair(self) -> MlflowSettings:
+        if (self.relay_certfile is None) != (self.relay_keyfile is None):
+            given, missing = ("relay_certfile", "relay_keyfile") if self.relay_certfile else \
+                ("relay_keyfile", "relay_certfile")
+            raise ValueError(f"mlflow.{given} is set but mlflow.{missing} is not; an HTTPS endpoint needs both "
+                             "the certificate and its private key (PEM files)")
+        if self.relay_token is not None and not self.relay_token.get_secret_value().strip():
+            raise ValueError("mlflow.relay_token is empty; set a long random token or remove the key")
+        return self
+
+    @property
+    def relay_scheme(self) -> str:
+        """``https`` when the relay presents a certificate, else ``http``."""
+        return "https" if self.relay_certfile else "http"
+
+    @property
+    def relay_secret(self) -> str | None:
+        """The relay's bearer token as plain text (for the relay's token file and the target's own calls)."""
+        return self.relay_token.get_secret_value() if self.relay_token is not None else None
+
     @property
     def registry(self) -> str:
         """The registry URI in effect (the tracking URI unless ``registry_uri`` is set)."""
         return self.registry_uri or self.tracking_uri
+
+    @property
+    def shown_uri(self) -> str:
+        """The tracking URI as messages and metadata.yaml show it: a password in it masked (``redact_url``)."""
+        from deploykit.http import redact_url
+
+        return redact_url(self.tracking_uri)
 
     @property
     def pointer(self) -> str:
@@ -207,7 +243,7 @@ def ensure_reachable(settings: MlflowSettings, error: type[Exception] = Deployme
     except urllib3.exceptions.HTTPError as exc:
         reason = getattr(exc, "reason", None) or exc
         raise error(
-            f"the MLflow tracking server at {settings.tracking_uri} did not answer ({_short_reason(reason)}); "
+            f"the MLflow tracking server at {settings.shown_uri} did not answer ({_short_reason(reason)}); "
             "start it (mlflow server --backend-store-uri ... --host ... --port ...) or fix mlflow.tracking_uri "
             "in credentials.yaml (or DEPLOYKIT_MLFLOW_TRACKING_URI)"
         ) from None
@@ -218,7 +254,9 @@ def _short_reason(reason: Any) -> str:
     for marker in ("Connection refused", "Name or service not known", "timed out", "No route to host"):
         if marker in text:
             return marker.lower()
-    return text[:160]
+    from deploykit.http import redact_text
+
+    return redact_text(text[:160])
 
 
 def settings_for_loading(credentials: str | Path | None = None) -> MlflowSettings:

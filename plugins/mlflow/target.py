@@ -11,6 +11,14 @@ the servers and remove the alias (versions are kept unless ``delete_versions``).
 The alias moves only after the new server is healthy: a server that fails to start leaves the
 registry pointing where it was. Versions created by a deploy that did not complete are deleted
 again (with their run), so a failed deploy leaves nothing unrecorded.
+
+Crash safety: every id is handed to ``context.note`` the moment it exists (run id, version,
+scoring-server pid and port, relay pid and port), runs and versions carry the tags
+``deploykit.name``, ``deploykit.revision`` and ``deploykit.sha256``, and the servers' command
+lines name ``models:/NAME/VERSION`` and the deployment's backend file, so ``reconcile`` finds
+what a killed deploy made even when a note was never written. Crash points (``<action>:``
+``run-created``, ``version-registered``, ``server-spawned``, ``front-spawned``, ``alias-moved``,
+``backend-switched``) sit at each of those boundaries (docs/reliability.md).
 """
 
 from __future__ import annotations
@@ -18,16 +26,20 @@ from __future__ import annotations
 import contextlib
 import subprocess
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from deploykit.artifact import Artifact
 from deploykit.deployment import Deployment
 from deploykit.errors import DeploymentError, ScoringError
+from deploykit.faults import crash_point
 from deploykit.http import base_url, request_json
 from deploykit.payload import Predictions, encode
 from deploykit.target import TargetContext, wait_until
 from deploykit_plugins.mlflow import serving
 from deploykit_plugins.mlflow.settings import MlflowSettings, connected, ensure_reachable, server_environment
+
+if TYPE_CHECKING:
+    from deploykit.operations import PendingOperation
 
 __all__ = ["MlflowSettings", "MlflowTarget"]
 
@@ -43,28 +55,42 @@ class MlflowTarget:
         # rollback or delete): when the call fails, its cleanup (delete / rollback) removes them again
         self._fresh: set[tuple[str, str]] = set()
         self._discard: list[tuple[str, str, str | None]] = []
+        #: ``create``, ``update`` or ``rollback``: the prefix of this call's crash points
+        self._action = "create"
 
     # -- helpers --------------------------------------------------------------------------
     def _progress(self, message: str) -> None:
         self.context.progress(message)
 
     def _url(self, port: int) -> str:
-        return base_url("http", self.settings.host, port)
+        return base_url(self.settings.relay_scheme, self.settings.host, port)
 
-    def _register(self, client: Any, artifact: Artifact, name: str, model_name: str) -> dict[str, Any]:
+    def _note(self, **ids: Any) -> None:
+        self.context.note(**ids)
+
+    def _endpoint(self, method: str, url: str, body: Any = None, *, timeout: float, retries: int) -> tuple[int, Any]:
+        """A request to the deployment's own endpoint (the relay): its token and TLS trust applied."""
+        s = self.settings
+        return request_json(method, url, body, token=s.relay_secret, verify=s.tls_verify, timeout=timeout,
+                            retries=retries)
+
+    def _register(self, client: Any, artifact: Artifact, name: str, model_name: str,
+                  revision: int = 1) -> dict[str, Any]:
         """A registered version for ``artifact``: the version a ``models:/`` artifact came from when it
         is a version of ``model_name`` in this registry (promoted, not logged again), else a new one."""
         from deploykit_plugins.mlflow import registry
 
         s = self.settings
         extra = artifact.extra
-        if extra.get("tracking_uri") == s.tracking_uri and extra.get("version") \
+        if extra.get("tracking_uri") == s.shown_uri and extra.get("version") \
                 and extra.get("registered_model") == model_name:
             self._progress(f"reusing version {extra['version']} of {model_name!r}")
+            self._note(registered_model=model_name, version=str(extra["version"]))
             return {"version": str(extra["version"]), "run_id": extra.get("run_id"),
                     "model_uri": f"models:/{model_name}/{extra['version']}"}
         self._progress(f"logging the model in experiment {s.experiment!r} and registering it as {model_name!r}")
-        logged = registry.log_and_register(client, s, artifact, name, model_name)
+        logged = registry.log_and_register(client, s, artifact, name, model_name, revision=revision,
+                                           action=self._action, note=self._note)
         self._fresh.add((model_name, logged.version))
         return {"version": logged.version, "run_id": logged.run_id, "model_uri": logged.model_uri,
                 "experiment_id": logged.experiment_id}
@@ -79,7 +105,7 @@ class MlflowTarget:
             return
         serving_now = f"this deployment serves version {expected}" if expected else "this project has no record of it"
         raise DeploymentError(
-            f"the {s.pointer} of registered model {model_name!r} at {s.tracking_uri} points at version {now}, "
+            f"the {s.pointer} of registered model {model_name!r} at {s.shown_uri} points at version {now}, "
             f"but {serving_now}; deploying would move it. Set mlflow.take_over_alias: true to move it anyway, "
             f"use another alias (mlflow.alias) or registered model (mlflow.registered_model), "
             f"or remove the {s.pointer} in MLflow first"
@@ -95,6 +121,8 @@ class MlflowTarget:
             raise DeploymentError(f"the MLflow scoring server for {model_uri} could not be started "
                                   f"({exc.strerror}); is mlflow installed in {sys.executable}?") from None
         self._procs[proc.pid] = proc
+        self._note(pid=proc.pid, server_port=port, log=str(log))
+        crash_point(f"{self._action}:server-spawned")
         return {"pid": proc.pid, "server_port": port, "log": str(log)}
 
     def _ensure_front(self, name: str, ids: dict[str, Any], backend_port: int | None) -> None:
@@ -109,8 +137,12 @@ class MlflowTarget:
             raise DeploymentError(f"port {port} on {host} is in use by another process; set mlflow.port in "
                                   "credentials.yaml to a free port, or 0 to let deploykit pick one")
         log = files.log("front")
-        proc = serving.start_front(host, port, files, log)
+        s = self.settings
+        proc = serving.start_front(host, port, files, log, certfile=s.relay_certfile, keyfile=s.relay_keyfile,
+                                   token=s.relay_secret)
         self._procs[proc.pid] = proc
+        self._note(front_pid=proc.pid, port=port, backend_file=str(files.backend_file))
+        crash_point(f"{self._action}:front-spawned")
         try:
             serving.wait_front(files.front_state, proc.pid)
         except DeploymentError:
@@ -130,18 +162,19 @@ class MlflowTarget:
 
         The alias is not moved here but in ``wait_ready``, once the server answers."""
         s = self.settings
+        self._action = "create"
         model_name = s.registered_model or name
         port = s.port or serving.free_port(s.host)
         if not serving.port_is_free(s.host, port):
             raise DeploymentError(f"port {port} on {s.host} is in use by another process; set mlflow.port in "
                                   "credentials.yaml to a free port, or 0 to let deploykit pick one")
-        self._progress(f"checking the MLflow tracking server {s.tracking_uri}")
+        self._progress(f"checking the MLflow tracking server {s.shown_uri}")
         ensure_reachable(s)
         with connected(s) as client:
             self._check_pointer(client, model_name, None)
             ids: dict[str, Any] = {"registered_model": model_name, **self._pointer_ids(),
                                    **self._register(client, artifact, name, model_name),
-                                   "tracking_uri": s.tracking_uri, "port": port}
+                                   "tracking_uri": s.shown_uri, "port": port}
         record = Deployment(name=name, target="mlflow", status="starting", url=self._url(port), ids=ids)
         try:
             ids.update(self._start_backend(name, ids["model_uri"], ids["version"]))
@@ -167,14 +200,15 @@ class MlflowTarget:
         """Register ``artifact`` as the next version and start its server beside the current one;
         ``wait_ready`` moves the alias, switches the front and stops the old server."""
         s = self.settings
+        self._action = "update"
         model_name = current.ids.get("registered_model") or s.registered_model or current.name
-        self._progress(f"checking the MLflow tracking server {s.tracking_uri}")
+        self._progress(f"checking the MLflow tracking server {s.shown_uri}")
         ensure_reachable(s)
         with connected(s) as client:
             self._check_pointer(client, model_name, str(current.ids.get("version")))
-            registered = self._register(client, artifact, current.name, model_name)
+            registered = self._register(client, artifact, current.name, model_name, max(current.revisions) + 1)
         ids = {k: v for k, v in current.ids.items() if k not in ("version", "run_id", "model_uri", "experiment_id")}
-        ids.update(registered_model=model_name, tracking_uri=s.tracking_uri, **self._pointer_ids(), **registered)
+        ids.update(registered_model=model_name, tracking_uri=s.shown_uri, **self._pointer_ids(), **registered)
         ids.setdefault("port", s.port or serving.free_port(s.host))
         return self._replace(current, ids)
 
@@ -199,6 +233,7 @@ class MlflowTarget:
         """Point the alias back at ``previous``'s version and serve it again (its server is reused when
         it still runs, as after an update that failed to start)."""
         s = self.settings
+        self._action = "rollback"
         model_name = previous.ids.get("registered_model") or current.ids.get("registered_model") or current.name
         version = str(previous.ids.get("version"))
         if version in ("", "None"):
@@ -213,6 +248,7 @@ class MlflowTarget:
             if key in previous.ids:
                 ids[key] = previous.ids[key]
         ids.update(registered_model=model_name, model_uri=f"models:/{model_name}/{version}", version=version)
+        self._note(registered_model=model_name, version=version)
         files = serving.ServerFiles(self.context.state_dir, current.name)
         prev_pid = previous.ids.get("pid")
         if (prev_pid and prev_pid != current.ids.get("pid") and serving.is_backend(prev_pid)
@@ -252,11 +288,13 @@ class MlflowTarget:
         self._progress(f"pointing the {s.pointer} of {ids['registered_model']!r} at version {version}")
         with connected(s) as client:
             point(client, s, ids["registered_model"], version)
+            crash_point(f"{self._action}:alias-moved")
             for model_name, old_version, run_id in self._discard:
                 self._forget_fresh(client, model_name, old_version, run_id)
             self._discard.clear()
         files = serving.ServerFiles(self.context.state_dir, deployment.name)
         serving.write_backend(files.backend_file, port, version)
+        crash_point(f"{self._action}:backend-switched")
         self._wait_front(deployment)
         old = ids.pop("replaces_pid", None)
         if old and int(old) != pid:
@@ -271,7 +309,7 @@ class MlflowTarget:
                 raise DeploymentError(f"the front relay of {deployment.name!r} (pid {deployment.ids.get('front_pid')}) "
                                       f"is not running; run 'deploykit deploy ... --force' to start it again")
             try:
-                status, _ = request_json("GET", f"{deployment.url}/health", timeout=2, retries=0)
+                status, _ = self._endpoint("GET", f"{deployment.url}/health", timeout=2, retries=0)
             except ScoringError:
                 return None
             return True if status == 200 else None
@@ -313,7 +351,7 @@ class MlflowTarget:
             refreshed.status = "stopped"
             return refreshed
         try:
-            status, _ = request_json("GET", f"{current.url}/health", timeout=5, retries=1)
+            status, _ = self._endpoint("GET", f"{current.url}/health", timeout=5, retries=1)
         except ScoringError:
             status = 0
         refreshed.status = "ready" if front and backend and status == 200 else "unhealthy"
@@ -335,15 +373,153 @@ class MlflowTarget:
                     continue
                 out.append(Deployment(name=model.name, target="mlflow", status="registered",
                                       ids={"registered_model": model.name, "version": version,
-                                           **self._pointer_ids(), "tracking_uri": s.tracking_uri}))
+                                           **self._pointer_ids(), "tracking_uri": s.shown_uri}))
         return out
+
+    # -- reconcile ------------------------------------------------------------------------
+    def reconcile(self, operation: PendingOperation, current: Deployment | None) -> Deployment | None:
+        """Adopt what an interrupted create/update/rollback made when it is complete (its version is
+        registered, its scoring server answers /health, the alias points at the version and a relay
+        runs), else remove it: stop the servers and relays it started that ``current`` does not use,
+        point the alias back (never touching an alias on ``current``'s version), delete the version
+        and run it registered. What it made is found by ``operation.ids`` or, where a note was never
+        written, by tags (versions, runs) and command lines (servers, relays). Idempotent."""
+        from deploykit_plugins.mlflow import registry
+
+        op, s = operation, self.settings
+        if op.action == "delete":
+            return None  # a delete creates nothing; running it again finishes it
+        cur = current.ids if current is not None else {}
+        model_name = str(op.ids.get("registered_model") or cur.get("registered_model") or s.registered_model or op.name)
+        sha = op.planned.get("model_sha256")
+        files = serving.ServerFiles(self.context.state_dir, op.name)
+        ensure_reachable(s)
+        with connected(s) as client:
+            created, runs = ([], []) if op.action == "rollback" else registry.find_created(
+                client, s, model_name, op.name, op.revision, sha)
+            version = str(op.ids["version"]) if op.ids.get("version") else (created[0][0] if created else None)
+            adopted = self._adoptable(client, op, model_name, version, current, files)
+            if adopted is not None:
+                return adopted
+            self._progress(f"removing what the interrupted {op.action} of {op.name!r} created")
+            self._undo(client, op, model_name, version, created, runs, current, files)
+        return None
+
+    def _used(self, current: Deployment | None, key: str) -> set[str]:
+        """``key``'s values in ``current`` and its history, as text: what must survive a reconcile."""
+        if current is None:
+            return set()
+        entries = [current.ids] + [h.get("ids") or {} for h in current.history]
+        return {str(e[key]) for e in entries if e.get(key) is not None}
+
+    def _live_backend(self, op: PendingOperation, model_uri: str) -> tuple[int, int] | None:
+        """(pid, port) of a scoring server of ``model_uri`` that answers /health, or None."""
+        noted = op.ids.get("pid")
+        pids = ([int(noted)] if noted and serving.is_backend(int(noted)) else []) + serving.backends_of(model_uri)
+        for pid in dict.fromkeys(pids):
+            cmd = serving.process.cmdline(pid) or b""
+            if model_uri.encode() + b"\0" not in cmd:
+                continue
+            port = serving.backend_port(pid)
+            if port is None:
+                continue
+            try:
+                status, _ = request_json("GET", base_url("http", "127.0.0.1", port) + "/health", timeout=3, retries=1)
+            except ScoringError:
+                continue
+            if status == 200:
+                return pid, port
+        return None
+
+    def _adoptable(self, client: Any, op: PendingOperation, model_name: str, version: str | None,
+                   current: Deployment | None, files: serving.ServerFiles) -> Deployment | None:
+        from deploykit_plugins.mlflow.registry import pointed_version
+
+        if version is None or pointed_version(client, self.settings, model_name) != version:
+            return None
+        model_uri = f"models:/{model_name}/{version}"
+        backend = self._live_backend(op, model_uri)
+        cur = current.ids if current is not None else {}
+        fronts = [p for p in [op.ids.get("front_pid"), cur.get("front_pid")] if serving.is_front(p)]
+        fronts += [p for p in serving.fronts_of(files) if p not in fronts]
+        port = op.ids.get("port") or cur.get("port")
+        if backend is None or not fronts or not port:
+            return None
+        pid, server_port = backend
+        front = int(fronts[0])
+        serving.write_backend(files.backend_file, server_port, version)
+        for other in fronts[1:]:
+            serving.stop(int(other), grace=5)
+        for old in (cur.get("pid"), cur.get("replaces_pid")):
+            if old and int(old) != pid:
+                serving.stop(int(old))
+        ids = {k: v for k, v in cur.items() if k not in ("version", "run_id", "model_uri", "experiment_id",
+                                                         "replaces_pid", "pid", "server_port", "log")}
+        ids.update({k: v for k, v in op.ids.items() if k != "replaces_pid"})
+        ids.update(registered_model=model_name, version=version, model_uri=model_uri, pid=pid,
+                   server_port=server_port, front_pid=front, port=int(port), tracking_uri=self.settings.shown_uri,
+                   backend_file=str(files.backend_file), **self._pointer_ids())
+        adopted = Deployment(name=op.name, target="mlflow", status="ready", url=self._url(int(port)), ids=ids)
+        adopted.revision = op.revision
+        if op.planned.get("model_sha256"):
+            adopted.model_sha256 = str(op.planned["model_sha256"])
+        self._progress(f"adopted revision {op.revision} of {op.name!r}: version {version} serves on port {port}")
+        return adopted
+
+    def _undo(self, client: Any, op: PendingOperation, model_name: str, version: str | None,
+              created: list[tuple[str, str | None]], runs: list[str], current: Deployment | None,
+              files: serving.ServerFiles) -> None:
+        from deploykit_plugins.mlflow.registry import delete_version, mlflow_errors, point, pointed_version, unpoint
+
+        s = self.settings
+        cur = current.ids if current is not None else {}
+        keep_pids = {int(p) for p in (cur.get("pid"), cur.get("replaces_pid")) if p}
+        cur_version = str(cur["version"]) if cur.get("version") else None
+        # servers: the one noted, and any serving the operation's version that current does not use
+        doomed = [int(op.ids["pid"])] if op.ids.get("pid") else []
+        for v in {version, *(c[0] for c in created)} - {None, cur_version}:
+            doomed += serving.backends_of(f"models:/{model_name}/{v}")
+        serving.stop([p for p in dict.fromkeys(doomed) if p not in keep_pids], grace=5)
+        # relays: every relay of this deployment but current's own
+        keep_front = int(cur["front_pid"]) if cur.get("front_pid") and serving.is_front(cur["front_pid"]) else None
+        fronts = [int(op.ids["front_pid"])] if op.ids.get("front_pid") else []
+        serving.stop([p for p in dict.fromkeys(fronts + serving.fronts_of(files)) if p != keep_front], grace=5)
+        if current is not None and cur.get("server_port") and serving.is_backend(cur.get("pid")):
+            if serving.read_backend(files.backend_file) != int(cur["server_port"]):
+                serving.write_backend(files.backend_file, int(cur["server_port"]), cur_version)
+        elif keep_front is None:
+            for path in (files.backend_file, files.front_state):
+                with contextlib.suppress(OSError):
+                    path.unlink()
+        # the alias: back to current's version; never moved when it already points there
+        pointed = pointed_version(client, s, model_name)
+        theirs = {version, *(c[0] for c in created)} - {None}
+        if pointed is not None and pointed != cur_version and pointed in theirs:
+            if cur_version and cur.get("registered_model", model_name) == model_name:
+                point(client, s, model_name, cur_version)
+            else:
+                unpoint(client, s, model_name, pointed)
+        if op.action == "rollback":
+            return  # a rollback registers nothing: the version belongs to an earlier revision
+        used_versions, used_runs = self._used(current, "version"), self._used(current, "run_id")
+        for v, run_id in created:
+            if v not in used_versions:
+                delete_version(client, s, model_name, v, run_id if run_id not in used_runs else None)
+        with mlflow_errors(f"deleting the runs the interrupted {op.action} of {op.name!r} logged", s):
+            from mlflow.exceptions import MlflowException
+
+            noted_run = op.ids.get("run_id")
+            for run_id in dict.fromkeys(runs + ([str(noted_run)] if noted_run else [])):
+                if run_id not in used_runs:
+                    with contextlib.suppress(MlflowException):
+                        client.delete_run(run_id)
 
     # -- Scorer ---------------------------------------------------------------------------
     def score(self, deployment: Deployment, frame: Any) -> Predictions:
         """POST the rows as ``dataframe_split`` to ``/invocations`` and decode the answer."""
         url = f"{deployment.url}/invocations"
-        status, body = request_json("POST", url, encode(frame, "dataframe_split"),
-                                    timeout=self.settings.server_timeout + 5)
+        status, body = self._endpoint("POST", url, encode(frame, "dataframe_split"),
+                                      timeout=self.settings.server_timeout + 5, retries=3)
         if status != 200:
             message = body.get("message", body) if isinstance(body, dict) else body
             raise ScoringError(f"{url} answered {status}: {message}", status=status, body=body)

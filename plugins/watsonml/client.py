@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 from deploykit.errors import CredentialsError, DeployKitError, DeploymentError, ScoringError
 from deploykit.process import scoped_environ
 
-__all__ = ["CLIENT_ENV_VARS", "WatsonCallError", "WatsonSession", "http_status", "parse_retry_after", "watson_reason"]
+__all__ = ["CLIENT_ENV_VARS", "HttpFailure", "WatsonCallError", "WatsonSession", "http_status", "parse_retry_after", "watson_reason"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -58,6 +58,14 @@ class WatsonCallError(DeploymentError):
         super().__init__(message)
         self.status = status
         self.code = code
+
+
+class HttpFailure(Exception):
+    """A non-2xx answer to a request deploykit sent through the client's own HTTP session."""
+
+    def __init__(self, response: Any) -> None:
+        super().__init__(f"Status code: {response.status_code}, body: {response.text[:500]}")
+        self.response = response
 
 
 def http_status(exc: BaseException) -> int | None:
@@ -393,6 +401,29 @@ class WatsonSession:
         if issubclass(error, ScoringError):
             return error(message, status=status, body=reason)
         return error(message)
+
+    def tagged(self, kind: str, tag: str) -> list[dict[str, Any]]:
+        """The ``models`` or ``deployments`` of the space that carry ``tag`` (``GET ...?tag.value=``).
+
+        The client has no call for this search, so it goes through the client's own HTTP session,
+        headers and query parameters (the space, the API version)."""
+        def search(c: Any) -> list[dict[str, Any]]:
+            hrefs = c._href_definitions
+            url = hrefs.get_published_models_href() if kind == "models" else hrefs.get_deployments_href()
+            found: list[dict[str, Any]] = []
+            params: dict[str, Any] = {**c._params(), "tag.value": tag, "limit": 200}
+            while True:
+                response = c.httpx_client.get(url=url, params=params, headers=c._get_headers())
+                if response.status_code != 200:
+                    raise HttpFailure(response)
+                doc = response.json()
+                found += doc.get("resources") or []
+                start = ((doc.get("next") or {}).get("href") or "").partition("start=")[2].split("&")[0]
+                if not start:
+                    return found
+                params["start"] = start
+
+        return self.call(f"finding the {kind} tagged {tag!r}", search)
 
     def software_spec_id(self, name: str) -> str:
         """The asset id of software specification ``name`` (an id is passed through), cached per session."""

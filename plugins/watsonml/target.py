@@ -10,6 +10,13 @@ asset. The client's own waits (fixed 5 s sleeps, no timeout) are never used: cal
 
 Record ids: ``model_uid``, ``deployment_uid``, ``space_id``, ``model_rev`` (Watson's revision),
 ``model_type``, ``software_spec`` and, once batch scoring was used, ``batch_deployment_uid``.
+
+Crash safety: each id goes to ``context.note`` the moment Watson returns it, and every model
+asset and deployment deploykit creates carries the tags ``deploykit``, ``deploykit-name:<name>``
+and ``deploykit-rev:<revision>`` (the model's sha256 is in its ``custom`` metadata), so
+``reconcile`` finds a model whose id never came back (a POST whose answer was lost) with
+``GET /ml/v4/models?tag.value=...``. Crash points: ``<action>:model-stored``,
+``<action>:revision-created``, ``<action>:deployment-created``, ``<action>:deployment-patched``.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from deploykit.deployment import Deployment
 from deploykit.errors import DeployKitError, DeploymentError, ScoringError
+from deploykit.faults import crash_point
 from deploykit.target import TargetContext, wait_until
 from deploykit_plugins.watsonml.client import WatsonCallError, WatsonSession
 from deploykit_plugins.watsonml.runtime import Runtime, model_archive, resolve_runtime
@@ -27,9 +35,23 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from deploykit.artifact import Artifact
+    from deploykit.operations import PendingOperation
     from deploykit.payload import Predictions
 
-__all__ = ["STATUSES", "WatsonSettings", "WatsonTarget"]
+__all__ = ["STATUSES", "TAG", "WatsonSettings", "WatsonTarget", "name_tag", "revision_tag"]
+
+#: The tag on every model asset and deployment deploykit creates.
+TAG = "deploykit"
+
+
+def name_tag(name: str) -> str:
+    """The tag naming the deployment a model asset or Watson deployment belongs to."""
+    return f"deploykit-name:{name}"
+
+
+def revision_tag(revision: int) -> str:
+    """The tag naming the deploykit revision that created a model asset or Watson deployment."""
+    return f"deploykit-rev:{revision}"
 
 #: Watson deployment states -> deploykit statuses.
 STATUSES = {"ready": "ready", "initializing": "pending", "updating": "pending", "failed": "failed"}
@@ -54,6 +76,10 @@ class WatsonTarget:
         self.context = context
         self.settings: WatsonSettings = context.settings
         self.session = WatsonSession(self.settings, context.progress)
+        #: ``create``, ``update`` or ``rollback``: the prefix of this call's crash points
+        self._action = "create"
+        #: the deploykit revision this call creates (its assets' revision tag)
+        self._revision = 1
 
     # -- helpers --------------------------------------------------------------------------
     def _runtime(self, artifact: Artifact) -> Runtime:
@@ -62,14 +88,18 @@ class WatsonTarget:
             self.context.progress(runtime.note)
         return runtime
 
-    def _model_meta(self, client: Any, name: str, artifact: Artifact, runtime: Runtime, spec_id: str) -> dict[str, Any]:
+    def _model_meta(self, client: Any, name: str, artifact: Artifact, runtime: Runtime, spec_id: str,
+                    tags: bool = True) -> dict[str, Any]:
         names = client.repository.ModelMetaNames
         custom: dict[str, Any] = {"deploykit_sha256": artifact.sha256, "deploykit_source": artifact.path.name}
         if artifact.classes is not None:
             custom["deploykit_classes"] = artifact.classes
         return {names.NAME: name, names.TYPE: runtime.model_type, names.SOFTWARE_SPEC_ID: spec_id,
                 names.DESCRIPTION: f"deploykit: {artifact.path.name} (sha256 {artifact.sha256[:12]})",
-                names.CUSTOM: custom}
+                names.CUSTOM: custom, **({names.TAGS: self._tags(name)} if tags else {})}
+
+    def _tags(self, name: str) -> list[str]:
+        return [TAG, name_tag(name), revision_tag(self._revision)]
 
     def _check_space(self, deployment: Deployment) -> None:
         recorded = deployment.ids.get("space_id")
@@ -100,17 +130,22 @@ class WatsonTarget:
                 lambda c: c.repository.get_model_id(
                     c.repository.store_model(str(archive), self._model_meta(c, name, artifact, runtime, spec_id))),
                 idempotent=False)
+        self.context.note(model_uid=model_uid, space_id=s.space_id)
+        crash_point(f"{self._action}:model-stored")
         try:
-            rev = self._revision(model_uid)
+            rev = self._new_revision(model_uid)
         except DeployKitError as exc:
             self._discard(name, model_uid, exc, current)
             raise
         return model_uid, rev
 
-    def _revision(self, model_uid: str) -> str:
+    def _new_revision(self, model_uid: str) -> str:
         details = self.session.call(f"creating a revision of model {model_uid}",
                                     lambda c: c.repository.create_model_revision(model_uid), idempotent=False)
-        return str(details["metadata"]["rev"])
+        rev = str(details["metadata"]["rev"])
+        self.context.note(model_uid=model_uid, model_rev=rev)
+        crash_point(f"{self._action}:revision-created")
+        return rev
 
     def _discard(self, name: str, model_uid: str, cause: DeployKitError, current: Deployment | None = None) -> None:
         """Remove a model asset created by a deploy or update that failed (with any deployment on it).
@@ -159,12 +194,15 @@ class WatsonTarget:
         def create(c: Any) -> dict[str, Any]:
             names = c.deployments.ConfigurationMetaNames
             meta: dict[str, Any] = {names.NAME: name, names.ONLINE: {},
-                                    names.DESCRIPTION: "deployed by deploykit"}
+                                    names.DESCRIPTION: "deployed by deploykit", names.TAGS: self._tags(name)}
             if self.settings.hardware_spec:
                 meta[names.HARDWARE_SPEC] = {"name": self.settings.hardware_spec}
             return c.deployments.create(model_uid, meta, rev_id=rev, background_mode=True)  # type: ignore[no-any-return]
 
-        return self.session.call(f"creating online deployment {name!r}", create, idempotent=False)
+        details = self.session.call(f"creating online deployment {name!r}", create, idempotent=False)
+        self.context.note(deployment_uid=details["metadata"]["id"])
+        crash_point(f"{self._action}:deployment-created")
+        return details
 
     def _patch_asset(self, name: str, dep_id: str, model_uid: str, rev: str) -> dict[str, Any]:
         """Point deployment ``dep_id`` at model ``model_uid`` revision ``rev`` (waits out a change in progress)."""
@@ -174,14 +212,16 @@ class WatsonTarget:
 
         what = f"switching deployment {name!r} ({dep_id}) to model {model_uid} revision {rev}"
         try:
-            return self.session.call(what, patch)
+            details = self.session.call(what, patch)
         except WatsonCallError as exc:
             if exc.status != 409:
                 raise
-        self.context.progress(f"deployment {name!r} is still changing; waiting before switching it")
-        wait_until(lambda: self._settled(dep_id), timeout=self.context.timeout,
-                   what=f"Watson deployment {name!r} to finish its previous change", progress=self.context.progress)
-        return self.session.call(what, patch)
+            self.context.progress(f"deployment {name!r} is still changing; waiting before switching it")
+            wait_until(lambda: self._settled(dep_id), timeout=self.context.timeout,
+                       what=f"Watson deployment {name!r} to finish its previous change", progress=self.context.progress)
+            details = self.session.call(what, patch)
+        crash_point(f"{self._action}:deployment-patched")
+        return details
 
     def _settled(self, dep_id: str) -> bool | None:
         details = self.session.call(f"reading deployment {dep_id}", lambda c: c.deployments.get_details(dep_id))
@@ -190,6 +230,7 @@ class WatsonTarget:
     # -- Deployer -------------------------------------------------------------------------
     def deploy(self, artifact: Artifact, name: str) -> Deployment:
         """Store the model, create revision 1, and start an online deployment of it (not yet awaited)."""
+        self._action, self._revision = "create", 1
         runtime = self._runtime(artifact)
         model_uid, rev = self._store(name, artifact, runtime)
         try:
@@ -206,6 +247,7 @@ class WatsonTarget:
         scikit-learn) goes into a new model asset instead, since a stored model's type is fixed.
         A deployment deleted on Watson meanwhile is created again (with a new id and URL).
         """
+        self._action, self._revision = "update", max(current.revisions) + 1
         dep_id = self._deployment_id(current)
         runtime = self._runtime(artifact)
         s = self.session
@@ -221,9 +263,10 @@ class WatsonTarget:
             with model_archive(artifact, self.context.state_dir / "watsonml") as archive:
                 s.call(f"uploading the new content of model {model_uid}",
                        lambda c: c.repository.update_model(
-                           model_uid, self._model_meta(c, current.name, artifact, runtime, spec_id), str(archive)),
+                           model_uid, self._model_meta(c, current.name, artifact, runtime, spec_id, tags=False),
+                           str(archive)),
                        idempotent=False)
-            rev = self._revision(model_uid)
+            rev = self._new_revision(model_uid)
         else:
             if entity:
                 self.context.progress(f"the model type changes from {entity.get('type')} to "
@@ -246,6 +289,7 @@ class WatsonTarget:
 
     def rollback(self, current: Deployment, previous: Deployment) -> Deployment:
         """Patch the deployment back to ``previous``'s model revision (same deployment id and URL)."""
+        self._action = "rollback"
         dep_id = self._deployment_id(current)
         model_uid, rev = previous.ids.get("model_uid"), previous.ids.get("model_rev")
         if not model_uid or not rev:
@@ -253,6 +297,7 @@ class WatsonTarget:
                 f"revision {previous.revision} of {current.name!r} has no Watson model revision recorded "
                 f"(ids: {previous.ids}); deploy that model file again instead of rolling back"
             )
+        self.context.note(model_uid=str(model_uid), model_rev=str(rev), deployment_uid=dep_id)
         details = self._patch_asset(current.name, dep_id, str(model_uid), str(rev))
         ids = dict(previous.ids)
         ids.update({"deployment_uid": dep_id, "space_id": self.session.space_id})
@@ -382,6 +427,111 @@ class WatsonTarget:
                 ids={"deployment_uid": resource["metadata"]["id"], "model_uid": asset.get("id"),
                      "model_rev": asset.get("rev"), "space_id": self.session.space_id, "kind": kind}))
         return out
+
+    # -- reconcile ------------------------------------------------------------------------
+    def reconcile(self, operation: PendingOperation, current: Deployment | None) -> Deployment | None:
+        """Adopt what an interrupted create/update/rollback made when a deployment is ready and serves
+        the operation's model revision; else remove it: delete the deployments, then the model assets,
+        the operation created and ``current`` does not use, and switch ``current``'s deployment back to
+        its own revision if the operation had moved it. Found by ``operation.ids`` or, for an id never
+        received, by the tags ``deploykit-name:<name>`` + ``deploykit-rev:<revision>`` (and the sha256
+        in the model's custom metadata). Idempotent."""
+        op = operation
+        if op.action == "delete":
+            return None  # a delete creates nothing; running it again finishes it
+        cur = current.ids if current is not None else {}
+        if cur.get("space_id"):
+            self._check_space(current)  # type: ignore[arg-type]
+        used_models = {str(e["model_uid"]) for e in [cur] + [h.get("ids") or {} for h in
+                       (current.history if current is not None else [])] if e.get("model_uid")}
+        used_deps = {str(cur[k]) for k in ("deployment_uid", "batch_deployment_uid") if cur.get(k)}
+        models, deps = self._made_by(op)
+        adopted = self._adopt(op, current, deps - used_deps)
+        if adopted is not None:
+            for dep_id in deps - used_deps - {adopted.ids["deployment_uid"]}:
+                self._delete_deployment(dep_id)
+            return adopted
+        self.context.progress(f"removing what the interrupted {op.action} of {op.name!r} created on Watson")
+        dep_id = cur.get("deployment_uid")
+        if dep_id and cur.get("model_uid") and cur.get("model_rev"):
+            self._switch_back(current, str(dep_id))  # type: ignore[arg-type]
+        for made in deps - used_deps:
+            self._delete_deployment(made)
+        if op.action != "rollback":
+            for model_uid in models - used_models:
+                exists = self.session.call(f"reading model {model_uid}",
+                                           lambda c, m=model_uid: c.repository.get_model_details(m), missing_ok=True)
+                if exists:  # a noted id a previous reconcile already removed is no error
+                    self._delete_model_and_its_deployments(model_uid)
+        return None
+
+    def _made_by(self, op: PendingOperation) -> tuple[set[str], set[str]]:
+        """(model asset ids, deployment ids) the operation created: noted, or found by its tags."""
+        wanted = revision_tag(op.revision)
+        sha = op.planned.get("model_sha256")
+        # noted ids may be current's own (an update's asset, its deployment): the caller subtracts those
+        models = {str(op.ids["model_uid"])} if op.ids.get("model_uid") else set()
+        deps = {str(op.ids["deployment_uid"])} if op.ids.get("deployment_uid") else set()
+        for resource in self.session.tagged("models", name_tag(op.name)):
+            meta = resource.get("metadata") or {}
+            custom = (resource.get("entity") or {}).get("custom") or {}
+            if wanted in (meta.get("tags") or []) and (sha is None or custom.get("deploykit_sha256") in (None, sha)):
+                models.add(str(meta["id"]))
+        for resource in self.session.tagged("deployments", name_tag(op.name)):
+            meta, entity = resource.get("metadata") or {}, resource.get("entity") or {}
+            if wanted in (entity.get("tags") or meta.get("tags") or []):
+                deps.add(str(meta["id"]))
+        return models, deps
+
+    def _adopt(self, op: PendingOperation, current: Deployment | None, made: set[str]) -> Deployment | None:
+        model_uid, rev = op.ids.get("model_uid"), op.ids.get("model_rev")
+        if not model_uid or not rev:
+            return None
+        cur = current.ids if current is not None else {}
+        for dep_id in sorted(made) + ([str(cur["deployment_uid"])] if cur.get("deployment_uid") else []):
+            details = self.session.call(f"reading deployment {dep_id}", lambda c, d=dep_id: c.deployments.get_details(d),
+                                        missing_ok=True)
+            entity = (details or {}).get("entity") or {}
+            asset = entity.get("asset") or {}
+            if (entity.get("status") or {}).get("state") != "ready" or \
+                    (asset.get("id"), str(asset.get("rev"))) != (str(model_uid), str(rev)):
+                continue
+            stored = self.session.call(f"reading model {model_uid}",
+                                       lambda c: c.repository.get_model_details(str(model_uid)), missing_ok=True) or {}
+            mentity = stored.get("entity") or {}
+            runtime = Runtime(str(mentity.get("type") or cur.get("model_type") or ""),
+                              str((mentity.get("software_spec") or {}).get("name") or cur.get("software_spec") or ""))
+            keep = {k: v for k, v in cur.items() if k == "batch_deployment_uid"}
+            record = self._record(op.name, details or {}, str(model_uid), str(rev), runtime, None, keep)
+            record.status, record.revision = "ready", op.revision
+            record.url = record.url or (current.url if current is not None else None)
+            if op.planned.get("model_sha256"):
+                record.model_sha256 = str(op.planned["model_sha256"])
+            classes = self._classes_of(str(model_uid), str(rev))
+            if classes is not None:
+                record.extra["classes"] = classes
+            self.context.progress(f"adopted revision {op.revision} of {op.name!r}: deployment {dep_id} serves "
+                                  f"model {model_uid} revision {rev}")
+            return record
+        return None
+
+    def _switch_back(self, current: Deployment, dep_id: str) -> None:
+        """Point ``current``'s deployment at its own model revision again if something else moved it."""
+        details = self.session.call(f"reading deployment {dep_id}", lambda c: c.deployments.get_details(dep_id),
+                                    missing_ok=True)
+        if details is None:
+            return
+        asset = (details.get("entity") or {}).get("asset") or {}
+        want = (str(current.ids["model_uid"]), str(current.ids["model_rev"]))
+        if (asset.get("id"), str(asset.get("rev"))) == want:
+            return
+        self.context.progress(f"switching deployment {dep_id} back to model {want[0]} revision {want[1]}")
+        self._patch_asset(current.name, dep_id, *want)
+        wait_until(lambda: self._settled(dep_id), timeout=self.context.timeout,
+                   what=f"Watson deployment {current.name!r} to switch back", progress=self.context.progress)
+
+    def _delete_deployment(self, dep_id: str) -> None:
+        self.session.call(f"deleting deployment {dep_id}", lambda c: c.deployments.delete(dep_id), missing_ok=True)
 
     # -- Scorer ---------------------------------------------------------------------------
     def score(self, deployment: Deployment, frame: pd.DataFrame) -> Predictions:

@@ -22,6 +22,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -143,6 +144,19 @@ def _to_plain(value: Any) -> Any:
     if hasattr(value, "item"):
         return value.item()
     return value
+
+
+def _tag_filter(query: str | None) -> Callable[[list[str]], bool]:
+    """The ``tag.value`` filter of a list call: one tag, or tags joined by ``,``/`` or `` (any
+    matches) or `` and `` (all must), as IBM's API documents for ``GET /ml/v4/models`` and
+    ``/ml/v4/deployments``."""
+    if not query:
+        return lambda tags: True
+    if " and " in query:
+        every = [t.strip() for t in query.split(" and ") if t.strip()]
+        return lambda tags: all(t in tags for t in every)
+    anyof = [t.strip() for t in re.split(r",| or ", query) if t.strip()]
+    return lambda tags: any(t in tags for t in anyof)
 
 
 def _apply_json_patch(doc: dict[str, Any], ops: Any) -> list[str]:
@@ -771,9 +785,11 @@ class WatsonEmulator:
 
     def _list_models(self, request: Request) -> Response:
         space_id = self._check_space(request.query.get("space_id"))
+        wanted = _tag_filter(request.query.get("tag.value"))
         with self._lock:
             items = [copy.deepcopy(m.latest.doc) for m in self._models.values()
-                     if m.latest.doc["metadata"]["space_id"] == space_id]
+                     if m.latest.doc["metadata"]["space_id"] == space_id
+                     and wanted(m.latest.doc["metadata"].get("tags") or [])]
         return _json(200, {"resources": items, "total_count": len(items), "limit": len(items),
                            "first": {"href": "/ml/v4/models"}})
 
@@ -927,6 +943,7 @@ class WatsonEmulator:
                 "tags": body.get("tags", []),
             })
             doc = {"metadata": {"id": deployment_id, "name": body["name"], "space_id": space_id,
+                                "tags": list(body.get("tags", [])),
                                 "created_at": created, "modified_at": created, "owner": self.username},
                    "entity": entity}
             deployment = StoredDeployment(doc)
@@ -938,11 +955,13 @@ class WatsonEmulator:
         space_id = self._check_space(request.query.get("space_id"))
         asset_id = request.query.get("asset_id")
         name = request.query.get("name")
+        wanted = _tag_filter(request.query.get("tag.value"))
         with self._lock:
             items = [copy.deepcopy(d.doc) for d in self._deployments.values()
                      if d.doc["metadata"]["space_id"] == space_id
                      and asset_id in (None, d.doc["entity"]["asset"]["id"])
-                     and name in (None, d.doc["metadata"]["name"])]
+                     and name in (None, d.doc["metadata"]["name"])
+                     and wanted(d.doc["metadata"].get("tags") or [])]
         return _json(200, {"resources": items, "total_count": len(items), "limit": len(items),
                            "first": {"href": "/ml/v4/deployments"}})
 
