@@ -158,8 +158,18 @@ def _framework_of(model: Any) -> tuple[str, str | None]:
         return dist, None
 
 
+#: How a file joblib or pickle can load begins: a pickle protocol-2+ opcode, or joblib's compressors
+#: (zlib, gzip, bz2, xz, lzma, lz4, and the old ``ZF`` zlib format).
+_PICKLE_STARTS = (b"\x80", b"\x78", b"\x1f\x8b", b"BZh", b"\xfd7zXZ", b"\x5d\x00", b"\x04\x22\x4d\x18", b"ZF")
+
+
 def _load_pickle(path: Path) -> tuple[Any, str]:
-    head = path.read_bytes()[:2]
+    with path.open("rb") as fh:  # the first bytes only: a large non-model file is refused without reading it
+        head = fh.read(8)
+    if not head.startswith(_PICKLE_STARTS):
+        raise ArtifactError(
+            f"{str(path)!r} is not a joblib/pickle file (it starts with {head[:2]!r}); pass {_LOADERS_HINT}"
+        )
     try:
         import joblib
 

@@ -34,6 +34,10 @@ def _table_csv(obj: Any, columns: Sequence[str] | None, types: Mapping[str, str]
     text = obj.decode("utf-8", "replace") if isinstance(obj, (bytes, bytearray)) else obj
     if not text.strip():
         raise PayloadError("the CSV payload is empty; send a header line and at least one row")
+    nul = text.find("\x00")
+    if nul >= 0:  # the C parser would end the field there, or keep it: neither is what was meant
+        raise PayloadError(f"the CSV payload holds a NUL character at line {text.count(chr(10), 0, nul) + 1} "
+                           f"(character {nul}); send text without NUL, or a JSON format")
     try:
         header = next(csv.reader(io.StringIO(text, newline="")), [])
     except csv.Error as exc:
@@ -57,12 +61,29 @@ def _table_csv(obj: Any, columns: Sequence[str] | None, types: Mapping[str, str]
             warnings.simplefilter("error", pd.errors.ParserWarning)
             frame = pd.read_csv(io.StringIO(text), float_precision="round_trip", index_col=False, **kwargs)
     except Exception as exc:  # pandas raises several parser error types
+        if isinstance(exc, pd.errors.ParserWarning):
+            _check_ragged(text, len(header))
         raise PayloadError(f"the CSV payload could not be parsed ({type(exc).__name__}: {exc}); "
                            "send a header line and comma-separated rows") from None
+    if len(header) > 1 and frame.isna().to_numpy().any():
+        _check_ragged(text, len(header))
     unnamed = [str(c) for c in frame.columns if str(c).startswith("Unnamed: ")]
     if unnamed:
         raise PayloadError(f"the CSV header has empty column names ({unnamed}); name every column in the first line")
     return Table.from_frame(frame)
+
+
+def _check_ragged(text: str, width: int) -> None:
+    """A row with fewer fields than the header is refused (pandas would fill the rest with nulls);
+    only called when the table holds a null, so a well-formed CSV pays nothing."""
+    import csv
+    import io
+
+    for line, row in enumerate(csv.reader(io.StringIO(text, newline="")), 1):
+        if row and len(row) != width:
+            raise PayloadError(f"the CSV payload could not be parsed: the row on line {line} has {len(row)} fields "
+                               f"but the header has {width}; send every row with one field per column "
+                               "(an empty field is a null)")
 
 
 def _encode_csv(frame: pd.DataFrame) -> str:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from deploykit.errors import PayloadError
 from deploykit.hookspecs import hookimpl
+from deploykit.payload.jsontext import InexactNumber
 from deploykit.payload.registry import Format, Protocol, simple_error, table_format
 from deploykit.payload.table import _NONE, Table, _columns, _np, _rows, _short
 
@@ -42,19 +43,47 @@ def _is_v2(obj: Any) -> bool:
     if not isinstance(inputs, list) or not inputs:
         return False
     first = inputs[0]
+    params = first.get("parameters") if isinstance(first, dict) else None
     return isinstance(first, dict) and "name" in first and "datatype" in first and \
-        ("data" in first or "binary_data_size" in (first.get("parameters") or {}))
+        ("data" in first or (isinstance(params, dict) and "binary_data_size" in params))
 
 
-def _flat(data: Any) -> list[Any]:
-    """Row-major values of a nested list (V2 allows nested or flat ``data``)."""
+def _parameters(t: Mapping[str, Any], name: Any) -> dict[str, Any]:
+    """A tensor's ``parameters`` object ({} when absent); PayloadError for any other JSON value."""
+    params = t.get("parameters")
+    if params is None:
+        return {}
+    if type(params) is not dict:
+        raise PayloadError(f"V2 input {_short(name)}: 'parameters' must be an object such as "
+                           f'{{"columns": ["a", "b"]}}, got {type(params).__name__}: {_short(params)}; '
+                           "send an object or leave 'parameters' out")
+    return params
+
+
+#: Nesting deeper than this is no tensor a client means to send (and must not cost a deep recursion).
+MAX_DATA_DEPTH = 32
+
+
+def _flat(data: Any, name: Any = None) -> list[Any]:
+    """Row-major values of a nested list (V2 allows nested or flat ``data``), without recursion:
+    nesting deeper than ``MAX_DATA_DEPTH`` is a PayloadError."""
     if not isinstance(data, list):
         return [data]
     if not any(type(v) is list for v in data):
         return data
     out: list[Any] = []
-    for v in data:
-        out.extend(_flat(v) if type(v) is list else [v])
+    stack = [iter(data)]
+    while stack:
+        for v in stack[-1]:
+            if type(v) is list:
+                if len(stack) >= MAX_DATA_DEPTH:
+                    raise PayloadError(f"V2 input {_short(name)}: 'data' is nested more than {MAX_DATA_DEPTH} "
+                                       "lists deep; send the values flat (row-major) with their 'shape'")
+                stack.append(iter(v))
+                break
+            out.append(v)
+        else:
+            stack.pop()
     return out
 
 
@@ -66,11 +95,14 @@ def _v2_values(t: Mapping[str, Any], i: int) -> tuple[Any, list[int], str]:
     dtype = str(t["datatype"]).upper()
     if dtype not in _V2_NUMPY:
         raise PayloadError(f"V2 input {name!r} has datatype {t['datatype']!r}; use one of {', '.join(_V2_NUMPY)}")
+    _parameters(t, name)
     if "data" not in t:
         raise PayloadError(f"V2 input {name!r} has no 'data'; send the values, or binary data with "
                            "parameters.binary_data_size and the Inference-Header-Content-Length header")
     data = t["data"]
-    values = data if type(data).__name__ == "ndarray" else _flat(data)
+    if type(data) is dict:
+        raise PayloadError(f"V2 input {name!r}: 'data' is an object ({_short(data)}); send a list of values")
+    values = data if type(data).__name__ == "ndarray" else _flat(data, name)
     shape = t.get("shape")
     if shape is None:
         shape = [len(values)]
@@ -83,8 +115,9 @@ def _v2_values(t: Mapping[str, Any], i: int) -> tuple[Any, list[int], str]:
     return values, shape, dtype
 
 
-_V2_ALLOWED: dict[str, tuple[type, ...]] = {"BOOL": (bool,), "INT": (int,), "UINT": (int,), "FP": (int, float),
-                                            "BYTES": (str, bytes)}
+# An InexactNumber (``jsontext.exact_loads``) is a number: the integer-column check looks for it.
+_V2_ALLOWED: dict[str, tuple[type, ...]] = {"BOOL": (bool,), "INT": (int,), "UINT": (int,),
+                                            "FP": (int, float, InexactNumber), "BYTES": (str, bytes)}
 
 
 def _v2_check(values: list[Any], dtype: str, name: str) -> list[Any]:
@@ -95,7 +128,7 @@ def _v2_check(values: list[Any], dtype: str, name: str) -> list[Any]:
     if family == "BYTES":
         # Strings (or bytes) by the spec; other JSON scalars are let through to the schema check,
         # so one 2-D BYTES tensor can carry a table of mixed column types.
-        return [v.decode("utf-8", "replace") if type(v) is bytes else v for v in values] \
+        return [_utf8(v, name, i) if type(v) is bytes else v for i, v in enumerate(values)] \
             if bytes in set(map(type, values)) else values
     if set(map(type, values)) <= allowed and \
             (family != "UINT" or all(v is None or v >= 0 for v in values)):
@@ -112,12 +145,21 @@ def _v2_check(values: list[Any], dtype: str, name: str) -> list[Any]:
     return values
 
 
+def _utf8(raw: bytes, name: str, index: int) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise PayloadError(f"V2 input {name!r}: BYTES element {index} is not valid UTF-8 (byte "
+                           f"0x{raw[exc.start]:02x} at offset {exc.start}: {exc.reason}); send UTF-8 text") from None
+
+
 def _v2_typed(values: Any, dtype: str) -> Any:
     """Typed array of a tensor's values when they are complete; a list when nulls are present."""
     if type(values).__name__ == "ndarray" or dtype == "BYTES":
         return values
     np = _np()
-    if _NONE in set(map(type, values)):
+    types = set(map(type, values))
+    if _NONE in types or InexactNumber in types:
         return values
     if dtype.startswith("FP"):
         return np.array(values, dtype=np.float64)
@@ -138,7 +180,10 @@ def _table_v2(obj: Any, columns: Sequence[str] | None, types: Any = None) -> Tab
     if len(tensors) == 1:
         values, shape, dtype = parsed[0]
         t = tensors[0]
-        names = (t.get("parameters") or {}).get("columns") or columns
+        names = _parameters(t, t["name"]).get("columns") or columns
+        if names is not None and (type(names) is not list or not all(type(n) is str for n in names)):
+            raise PayloadError(f"V2 input {t['name']!r}: parameters.columns must be a list of column names, "
+                               f"got {_short(names)}")
         known = set(columns or [])
         if len(shape) == 2 and (shape[1] > 1 or (t["name"] not in known and names and len(names) == 1)):
             rows, width = shape
@@ -182,8 +227,10 @@ def decode_v2_binary(body: bytes, header_length: int) -> Any:
         raise PayloadError("the V2 JSON header needs an 'inputs' list of tensors")
     np = _np()
     offset = header_length
-    for t in header["inputs"]:
-        size = (t.get("parameters") or {}).get("binary_data_size") if isinstance(t, dict) else None
+    for i, t in enumerate(header["inputs"]):
+        if not isinstance(t, dict):
+            raise PayloadError(f"V2 inputs[{i}] needs 'name', 'shape', 'datatype' and 'data', got {_short(t)}")
+        size = _parameters(t, t.get("name")).get("binary_data_size")
         if size is None:
             continue
         name, dtype = t.get("name"), str(t.get("datatype", "")).upper()
@@ -193,7 +240,7 @@ def decode_v2_binary(body: bytes, header_length: int) -> Any:
         raw = body[offset:offset + size]
         offset += size
         if dtype == "BYTES":
-            t["data"] = _bytes_tensor(raw, name)
+            t["data"] = _bytes_tensor(raw, name, offset - size)
         elif dtype in _V2_NUMPY:
             item = np.dtype(_V2_NUMPY[dtype]).newbyteorder("<")
             if size % item.itemsize:
@@ -207,7 +254,10 @@ def decode_v2_binary(body: bytes, header_length: int) -> Any:
     return header
 
 
-def _bytes_tensor(raw: bytes, name: Any) -> list[str]:
+def _bytes_tensor(raw: bytes, name: Any, start: int = 0) -> list[str]:
+    """The elements of a binary BYTES tensor (4-byte little-endian length, then the bytes), each
+    decoded as UTF-8; invalid UTF-8 is a PayloadError naming the byte offset in the body
+    (``start`` is where the tensor's data begins)."""
     out, pos = [], 0
     while pos < len(raw):
         if pos + 4 > len(raw):
@@ -216,7 +266,12 @@ def _bytes_tensor(raw: bytes, name: Any) -> list[str]:
         pos += 4
         if pos + n > len(raw):
             raise PayloadError(f"V2 input {name!r}: a BYTES element of {n} bytes runs past its data")
-        out.append(raw[pos:pos + n].decode("utf-8", "replace"))
+        try:
+            out.append(raw[pos:pos + n].decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            raise PayloadError(f"V2 input {_short(name)}: BYTES element {len(out)} is not valid UTF-8 "
+                               f"(byte 0x{raw[pos + exc.start]:02x} at body offset {start + pos + exc.start}: "
+                               f"{exc.reason}); send UTF-8 text") from None
         pos += n
     return out
 

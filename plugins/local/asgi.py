@@ -7,6 +7,7 @@ import hmac
 import logging
 import zlib
 from collections.abc import Awaitable, Callable, Mapping
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -15,6 +16,7 @@ from deploykit_plugins.local.batcher import Batcher, ModelError
 from deploykit import payload
 from deploykit.errors import PayloadError, SchemaError
 from deploykit.inference import ModelScorer
+from deploykit.payload import jsontext
 from deploykit.payload.csv import MEDIA_TYPES as _CSV_TYPES
 
 if TYPE_CHECKING:
@@ -28,6 +30,10 @@ log = logging.getLogger("deploykit.server")
 
 JSON = "application/json"
 _JSON_TYPES = (JSON, "text/json", "text/plain", "application/octet-stream")
+
+#: The JSON text of the request being handled (each request runs in its own task): read again
+#: only when a parsed value may hide what the client wrote (see ``deploykit.payload.jsontext``).
+_JSON_BODY: ContextVar[bytes | None] = ContextVar("deploykit_json_body", default=None)
 
 #: A route handler: ``(scope, headers, body) -> (status, answer)``; a str answer is sent as CSV.
 Handler = Callable[[dict[str, Any], dict[bytes, bytes], bytes], Awaitable[tuple[int, Any]]]
@@ -72,6 +78,7 @@ class RouteContext:
         self.schema = artifact.schema
         self.columns = self.schema.names or None
         self.types = {c.name: c.type for c in self.schema.columns} or None
+        self.integer_columns = [c.name for c in self.schema.columns if c.type == "integer"]
         self.token = config.token.encode() if config.token else None
         self.scorer = ModelScorer(artifact)
         self.batcher = Batcher(self.scorer, max(0.0, config.batch_wait_ms) / 1000.0, config.max_batch_rows)
@@ -115,21 +122,42 @@ class RouteContext:
         return body
 
     def _decompress(self, body: bytes, encoding: bytes) -> bytes:
+        """Inflate a gzip (every member: RFC 1952 allows several, and ``cat a.gz b.gz`` makes them)
+        or deflate body, never past ``max_body_bytes`` of output; a truncated stream, or bytes
+        after the deflate stream, is a 400, not a silently shorter body."""
         limit = self.config.max_body_bytes
         if encoding not in (b"gzip", b"x-gzip", b"deflate"):
             raise HTTPProblem(415, f"Content-Encoding {encoding.decode('latin-1')!r} is not supported; "
                                    "send the body as is, gzip or deflate")
-        wbits = 31 if encoding != b"deflate" else (15 if body[:1] == b"\x78" else -15)
-        inflater = zlib.decompressobj(wbits)
-        try:
-            out = inflater.decompress(body, limit + 1)
-        except zlib.error as exc:
-            raise HTTPProblem(400, f"the {encoding.decode()} body could not be decompressed ({exc}); "
-                                   "send valid compressed data or drop Content-Encoding") from None
-        if len(out) > limit or inflater.unconsumed_tail:
-            raise HTTPProblem(413, f"the decompressed body is over the limit of {limit} bytes; "
-                                   "send fewer rows per request or raise local.max_body_bytes")
-        return out
+        name = encoding.decode()
+        gzipped = encoding != b"deflate"
+        wbits = 31 if gzipped else (15 if body[:1] == b"\x78" else -15)
+        parts: list[bytes] = []
+        size, rest, members = 0, body, 0
+        while True:
+            inflater = zlib.decompressobj(wbits)
+            try:
+                out = inflater.decompress(rest, limit + 1 - size)
+            except zlib.error as exc:
+                what = f"member {members + 1} of the {name} body" if members else f"the {name} body"
+                raise HTTPProblem(400, f"{what} could not be decompressed ({exc}); "
+                                       "send valid compressed data or drop Content-Encoding") from None
+            size += len(out)
+            parts.append(out)
+            if size > limit or inflater.unconsumed_tail:
+                raise HTTPProblem(413, f"the decompressed body is over the limit of {limit} bytes; "
+                                       "send fewer rows per request or raise local.max_body_bytes")
+            members += 1
+            if not inflater.eof:
+                raise HTTPProblem(400, f"the {name} body is truncated (its stream ends after {len(body)} bytes "
+                                       "without the end marker); send the whole compressed body")
+            rest = inflater.unused_data
+            if not rest:
+                break
+            if not gzipped:
+                raise HTTPProblem(400, f"the deflate body has {len(rest)} bytes after the end of its stream; "
+                                       "send one deflate stream, or gzip members")
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def parse(self, body: bytes, headers: dict[bytes, bytes], allow_csv: bool) -> Any:
         """JSON (also without a Content-Type) or, where the protocol has it, CSV."""
@@ -149,12 +177,17 @@ class RouteContext:
         if not body.strip():
             raise HTTPProblem(400, f"request body is empty; send a JSON payload such as {self.example_body}")
         try:
-            return orjson.loads(body)
+            obj = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
             if form:
                 raise HTTPProblem(415, f"Content-Type {ctype!r} is not supported here; send {accepted}") from None
             raise HTTPProblem(400, f"request body is not valid JSON ({exc}); send a JSON payload such as "
                                    f"{self.example_body}") from None
+        duplicate = jsontext.duplicate_key(body, obj)
+        if duplicate is not None:
+            raise HTTPProblem(400, duplicate)
+        _JSON_BODY.set(body)
+        return obj
 
     def validate(self, obj: Any, fmt: str | None) -> tuple[dict[str, Any], int]:
         """Decode and check the payload: the model's columns as typed arrays, and the row count."""
@@ -164,11 +197,31 @@ class RouteContext:
                 raise HTTPProblem(400, f"the payload has no rows; send at least one row, e.g. {self.example_body}")
             if not self.schema.columns:
                 return {k: payload.column_array(v) for k, v in table.columns.items()}, table.rows
+            if self.integer_columns:
+                self._check_exact_integers(table, fmt)
             return self.schema.check(table, allow_extra_columns=self.config.allow_extra_columns), table.rows
         except SchemaError as exc:
             raise HTTPProblem(422, str(exc), exc.problems) from None
         except PayloadError as exc:
             raise HTTPProblem(400, str(exc)) from None
+
+    def _check_exact_integers(self, table: payload.Table, fmt: str | None) -> None:
+        """An integer column holding a float written as a fraction or exponent that merely rounds to
+        a whole number (``1e-400``, ``1.0000000000000001``) is a 422, not the whole number: the body
+        is read again exactly, which only happens when an integer column holds a float at all."""
+        suspects = jsontext.suspect_integer_columns(table, self.integer_columns)
+        body = _JSON_BODY.get()
+        if not suspects or body is None:
+            return
+        try:
+            exact = payload.decode_table(jsontext.exact_loads(body), self.columns, fmt, types=self.types)
+        except (ValueError, RecursionError):  # orjson read it; the exact reader's limits are not the client's
+            return
+        problems = jsontext.inexact_integers(exact, suspects)
+        if problems:
+            from deploykit.schema import describe_problems
+
+            raise SchemaError(describe_problems(problems), problems)
 
     async def score(self, columns: dict[str, Any], rows: int, want_proba: bool,
                     client: Any = None) -> payload.Predictions:
@@ -196,6 +249,7 @@ class Endpoint:
     async def __call__(self, scope: dict[str, Any], receive: Callable[[], Awaitable[dict[str, Any]]],
                        send: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
         headers = headers_of(scope)
+        _JSON_BODY.set(None)
         try:
             self.ctx.check_auth(headers)
             body = await self.ctx.read_body(headers, receive)

@@ -83,3 +83,18 @@ def test_bad_schema_file(tmp_path: Path, bank_model: Path) -> None:
     schema.write_text('{"columns": [{"name": "age", "type": "int128"}]}')
     with pytest.raises(ArtifactError, match="type 'int128'.*use one of integer, float"):
         load_artifact(bank_model, schema)
+
+
+def test_a_huge_non_model_file_is_refused_from_its_first_bytes(tmp_path: Path) -> None:
+    import resource
+    import subprocess
+
+    from deploykit.artifact import load_artifact
+
+    big = tmp_path / "huge.joblib"
+    subprocess.run(["truncate", "-s", "1G", str(big)], check=True)  # sparse: 1 GiB of zeros
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(ArtifactError, match=r"is not a joblib/pickle file \(it starts with b'\\x00\\x00'\)"):
+        load_artifact(big)
+    grown_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    assert grown_kib < 100 * 1024, f"loading grew the process by {grown_kib} KiB"

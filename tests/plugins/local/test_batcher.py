@@ -232,3 +232,17 @@ def test_requests_naming_other_columns_are_not_mixed_in_one_batch() -> None:
     results = asyncio.run(main())
     assert [r.labels for r in results] == [["1"], ["2"], ["3"], ["4,5"]]
     assert seen == [["a"], ["b"], ["a", "b"]]  # the two requests naming only "a" shared one call
+
+
+def test_a_poisoned_batch_is_bisected_not_rescored_request_by_request() -> None:
+    scorer = Recorder()
+    requests = [(f"r{i}",) for i in range(32)]
+    requests[13] = ("poison",)
+    results = asyncio.run(submit_all(Batcher(scorer, wait_s=0.05, max_rows=1000), requests))
+    assert [i for i, r in enumerate(results) if isinstance(r, Exception)] == [13]
+    assert str(results[13]) == "ValueError: this model refuses 'poison'"
+    assert all(results[i].labels == [f"label-r{i}"] for i in range(32) if i != 13)
+    # one batch of 32, then two calls per level of the bisection (2*log2(32) = 10), not 32 calls alone
+    assert scorer.batches[0] == 32
+    assert len(scorer.batches) <= 1 + 2 * 5
+
