@@ -30,6 +30,7 @@ import os
 import re
 import sys
 import time
+import types
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,7 +57,10 @@ __all__ = [
     "PartResult",
     "Unit",
     "batch",
+    "csv_column",
+    "find_inputs",
     "get_engines",
+    "plan_units",
     "run_unit",
 ]
 
@@ -358,7 +362,7 @@ _TRUE, _FALSE = ("True", "TRUE", "true"), ("False", "FALSE", "false")
 _INT_TEXT = re.compile(r"\s*[+-]?\d+\s*")
 
 
-def _csv_column(arr: Any, col: Column) -> Any:
+def csv_column(arr: Any, col: Column) -> Any:
     """A CSV column read as text, typed the way the online CSV codec reads a payload: an empty
     field is null, pandas' NA words are null in non-string columns, numbers and true/false are
     parsed. A value that is not of the column's type stays text, so the schema check names it."""
@@ -471,7 +475,7 @@ def _read_csv(job: Job, unit: Unit) -> Iterator[Chunk]:
                                convert_options=convert)
         offset = 0
         for batch in reader:
-            cols = {c.name: _csv_column(batch.column(c.name), c) for c in job.schema.columns
+            cols = {c.name: csv_column(batch.column(c.name), c) for c in job.schema.columns
                     if c.name in batch.schema.names}
             yield Chunk(Table(cols, batch.num_rows), {k: batch.column(k) for k in job.keep}, batch.num_rows, offset)
             offset += batch.num_rows
@@ -702,44 +706,48 @@ def _take(values: Any, mask: Any) -> Any:
     return values[mask]
 
 
-def _out_table(job: Job, chunk: Chunk, labels: Any, proba: Any, alive: Any) -> Any:
-    """The part rows of one chunk: kept columns, ``prediction``, ``probability_<class>``."""
+#: Kept columns the schema types are written in its type, as the model saw them.
+_ARROW_TYPES = {"integer": "int64", "float": "float64", "string": "string", "boolean": "bool_"}
+
+
+def _out_table(job: Job, chunk: Chunk, columns: dict[str, Any], labels: Any, proba: Any, alive: Any) -> Any:
+    """The part rows of one chunk: kept columns, ``prediction``, ``probability_<class>``.
+
+    ``columns`` and the model outputs hold the rows in ``alive``; ``skip`` writes only those,
+    ``null`` writes every row with nulls where a row was bad."""
     import numpy as np
     import pyarrow as pa
 
     out_schema = job.output_schema
-    rows = len(alive) if job.on_error == "skip" else chunk.rows
-    full = job.on_error != "skip" or len(alive) == chunk.rows
+    every = len(alive) == chunk.rows
+    spread = None  # null mode with bad rows: output row -> position among the good rows, or null
+    if job.on_error == "null" and not every:
+        where = np.full(chunk.rows, -1, dtype=np.int64)
+        where[alive] = np.arange(len(alive))
+        spread = pa.array(where, mask=where < 0)
     arrays = []
     for name in job.keep:
-        values = chunk.keep[name]
-        if not isinstance(values, (pa.Array, pa.ChunkedArray)):
-            values = pa.array(list(values) if not isinstance(values, list) else values, from_pandas=True)
-        if not full:
-            values = values.take(pa.array(alive))
-        arrays.append(_cast(values, out_schema.field(name).type, name, job))
-    mask = None
-    if job.on_error == "null" and len(alive) != chunk.rows:
-        mask = np.ones(chunk.rows, dtype=bool)
-        mask[alive] = False
-    arrays.append(_scatter(labels, alive, rows, mask, out_schema.field("prediction").type))
-    names = [f.name for f in out_schema][len(job.keep) + 1:]
-    for j, _ in enumerate(names):
-        column = proba[:, j] if proba is not None else np.full(len(alive), np.nan)
-        arrays.append(_scatter(column, alive, rows, mask, pa.float64()))
+        kind = out_schema.field(name).type
+        raw = chunk.keep[name]
+        if name in job.typed_keep:
+            if every and isinstance(raw, pa.Array) and raw.type == kind:
+                arrays.append(raw)
+                continue
+            typed = pa.array(columns[name], type=kind, from_pandas=True)
+            arrays.append(typed if spread is None else typed.take(spread))
+            continue
+        if not isinstance(raw, (pa.Array, pa.ChunkedArray)):
+            raw = pa.array(raw if isinstance(raw, list) else list(raw), from_pandas=True)
+        if job.on_error == "skip" and not every:
+            raw = raw.take(pa.array(alive))
+        arrays.append(_cast(raw, kind, name, job))
+    outputs = [(np.asarray(labels), out_schema.field("prediction").type)]
+    for j in range(len(out_schema) - len(job.keep) - 1):
+        outputs.append((proba[:, j] if proba is not None else np.full(len(alive), np.nan), pa.float64()))
+    for values, kind in outputs:
+        array = pa.array(values, type=kind, from_pandas=True)
+        arrays.append(array if spread is None else array.take(spread))
     return pa.Table.from_arrays(arrays, schema=out_schema)
-
-
-def _scatter(values: Any, alive: Any, rows: int, mask: Any, kind: Any) -> Any:
-    import numpy as np
-    import pyarrow as pa
-
-    values = np.asarray(values)
-    if mask is None:
-        return pa.array(values, type=kind, from_pandas=True)
-    full = np.empty(rows, dtype=values.dtype if values.dtype.kind != "U" else object)
-    full[alive] = values
-    return pa.array(full, type=kind, mask=mask, from_pandas=True)
 
 
 def _cast(values: Any, kind: Any, name: str, job: Job) -> Any:
@@ -770,6 +778,7 @@ class Job:
     output_format: str
     output_schema: Any = None
     keep_types: dict[str, Any] = field(default_factory=dict)
+    typed_keep: tuple[str, ...] = ()
     batch_rows: int = BATCH_ROWS
     batch_bytes: int = 1 << 22
     storage_options: dict[str, Any] | None = None
@@ -825,11 +834,11 @@ def run_unit(job: Job, unit: Unit, on_rows: Callable[[int], None] | None = None)
                                              f"({type(exc).__name__}: {exc}); check those rows") from None
                     else:
                         labels, proba = [], None
-                    if proba is None and job.output_schema.num_fields > len(job.keep) + 1:
+                    if proba is None and len(job.output_schema) > len(job.keep) + 1:
                         import numpy as np
 
-                        proba = np.full((len(alive), job.output_schema.num_fields - len(job.keep) - 1), np.nan)
-                    table = _out_table(job, chunk, labels, proba, alive)
+                        proba = np.full((len(alive), len(job.output_schema) - len(job.keep) - 1), np.nan)
+                    table = _out_table(job, chunk, columns, labels, proba, alive)
                     writer.write_table(table)
                     rows_in += chunk.rows
                     rows_out += table.num_rows
@@ -1128,8 +1137,9 @@ def _output_schema(job: Job, model: _Model, head: Any) -> Any:
     import pyarrow as pa
 
     fields = []
+    typed = {c.name: getattr(pa, _ARROW_TYPES[c.type])() for c in job.schema.columns if c.type in _ARROW_TYPES}
     for name in job.keep:
-        kind = head.schema.field(name).type if name in head.schema.names else pa.string()
+        kind = typed.get(name) or (head.schema.field(name).type if name in head.schema.names else pa.string())
         fields.append(pa.field(name, pa.string() if pa.types.is_null(kind) else kind))
     label_type: Any = pa.float64()
     if model.classes is not None:
@@ -1271,6 +1281,8 @@ def batch(source: Any, input: str | Path, output: str | Path, *, engine: str = "
               framework_version=model.framework_version, score=model.score)
     job.output_schema = _output_schema(job, model, head)
     job.keep_types = {f.name: f.type for f in job.output_schema if f.name in kept_cols}
+    job.typed_keep = tuple(k for k in kept_cols
+                           if any(c.name == k and c.type in _ARROW_TYPES for c in model.schema.columns))
     plan = {"input": [dataclasses.asdict(f) for f in files], "chunk_bytes": chunk_bytes, "model_sha256": model.sha256,
             "keep": kept_cols, "on_error": on_error, "output_format": output_format,
             "columns": model.schema.names}
@@ -1328,3 +1340,14 @@ def batch(source: Any, input: str | Path, output: str | Path, *, engine: str = "
                          "check the export that produced it")
     out.write_report(report)
     return report
+
+
+class _CallableModule(types.ModuleType):
+    """``deploykit.batch`` is this module once anything imports it (the import system binds a
+    submodule to its package's attribute), so calling the module calls :func:`batch`."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> BatchReport:
+        return batch(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

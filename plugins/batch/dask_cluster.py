@@ -23,12 +23,16 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
+import logging
 import os
 import pickle
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from distributed import WorkerPlugin
 
 from deploykit.batch import Job, PartResult, Unit, register_model, run_unit
 from deploykit.errors import BatchError
@@ -51,7 +55,7 @@ def worker_versions() -> dict[str, str | None]:
     return out
 
 
-class _ModelPlugin:
+class _ModelPlugin(WorkerPlugin):  # type: ignore[misc]
     """A worker plugin carrying the model: loaded once on each worker, before its first task."""
 
     def __init__(self, job: Job, payload: bytes, kind: str) -> None:
@@ -73,9 +77,6 @@ class _ModelPlugin:
             model = pickle.loads(self.payload)
         register_model(self.job, model)
 
-    def teardown(self, worker: Any) -> None:
-        return None
-
 
 def _score_partition(unit: Unit, job: Job) -> Any:
     """One partition: the unit read, scored and written; its row counts as a one-row frame."""
@@ -84,7 +85,7 @@ def _score_partition(unit: Unit, job: Job) -> Any:
     result = run_unit(job, unit)
     return pd.DataFrame({"unit": [result.unit], "part": [result.part], "rows_in": [result.rows_in],
                          "rows_out": [result.rows_out], "rows_rejected": [result.rows_rejected],
-                         "bytes": [result.bytes], "problems": [result.problems]})
+                         "bytes": [result.bytes], "problems": [json.dumps(result.problems, default=str)]})
 
 
 def _meta() -> Any:
@@ -109,7 +110,8 @@ class DaskEngine:
 
         if self.address is None:
             n = self.workers or os.cpu_count() or 1
-            cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None)
+            cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
+                                   silence_logs=logging.ERROR)
             return Client(cluster), cluster
         timeout = float(os.environ.get(_CONNECT_TIMEOUT, "10"))
         try:
@@ -168,7 +170,7 @@ class DaskEngine:
                 stats = future.result()
                 for row in stats.to_dict("records"):
                     on_part(PartResult(int(row["unit"]), row["part"], int(row["rows_in"]), int(row["rows_out"]),
-                                       int(row["rows_rejected"]), int(row["bytes"]), list(row["problems"])))
+                                       int(row["rows_rejected"]), int(row["bytes"]), json.loads(row["problems"])))
         finally:
             client.close()
             if cluster is not None:
