@@ -21,6 +21,7 @@ with the model's: a mismatch is refused, naming the worker and both versions.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 import json
@@ -97,6 +98,19 @@ def _meta() -> Any:
                          "problems": pd.Series([], dtype=object)})
 
 
+async def _identity(address: str, timeout: float) -> str:
+    """What answers at ``address``: ``Scheduler`` for a Dask scheduler."""
+    from distributed.comm import connect
+
+    comm = await connect(address, timeout=timeout)
+    try:
+        await comm.write({"op": "identity", "reply": True})
+        reply = await comm.read()
+    finally:
+        comm.abort()
+    return str(reply.get("type")) if isinstance(reply, dict) else repr(reply)
+
+
 class DaskEngine:
     """Scores units as the partitions of a dask.dataframe on a Dask cluster."""
 
@@ -110,16 +124,22 @@ class DaskEngine:
 
         if self.address is None:
             n = self.workers or os.cpu_count() or 1
-            cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
+            cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
                                    silence_logs=logging.ERROR)
             return Client(cluster), cluster
         timeout = float(os.environ.get(_CONNECT_TIMEOUT, "10"))
         try:
+            # Client() alone can wait forever on a port that accepts but never speaks
+            kind = asyncio.run(asyncio.wait_for(_identity(self.address, timeout), timeout))
+            if kind != "Scheduler":
+                raise BatchError(f"{self.address} answered as a Dask {kind}, not a scheduler; pass the "
+                                 "scheduler's address (tcp://HOST:8786)")
             return Client(self.address, timeout=timeout), None
-        except (OSError, TimeoutError) as exc:
-            raise BatchError(f"the Dask scheduler at {self.address} did not answer within {timeout:.0f} s ({exc}); "
-                             "start it ('dask scheduler'), check the address and port, or leave --address out to "
-                             "use a LocalCluster on this machine") from None
+        except (OSError, TimeoutError, asyncio.TimeoutError) as exc:
+            raise BatchError(f"the Dask scheduler at {self.address} did not answer within {timeout:.0f} s "
+                             f"({type(exc).__name__}{': ' + str(exc) if str(exc) else ''}); start it ('dask "
+                             "scheduler'), check the address and port, or leave --address out to use a "
+                             "LocalCluster on this machine") from None
 
     def _check_versions(self, client: Any, job: Job, expected: dict[str, str | None]) -> None:
         reported = client.run(worker_versions)

@@ -20,9 +20,6 @@ import pytest
 import train_model
 from tests.plugins.mlflow.conftest import free_port, start
 
-BIN = Path(sys.executable).parent
-
-
 def bank_frame(n: int, seed: int = 5) -> pd.DataFrame:
     """Bank-marketing rows with an ``id`` column first."""
     frame, _ = train_model.make_data(rows=n, seed=seed)
@@ -106,7 +103,9 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 @pytest.fixture(scope="session")
 def dask_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaskCluster]:
-    """A real scheduler and two single-threaded workers (the venv's ``dask`` CLI) on 127.0.0.1."""
+    """A real scheduler and two single-threaded workers on 127.0.0.1: the ``dask`` CLI run by this
+    interpreter (``python -m dask``; the venv's ``bin/dask`` is the base interpreter's script,
+    which could not import this worktree's deploykit)."""
     folder = tmp_path_factory.mktemp("dask")
     port = free_port()
     address = f"tcp://127.0.0.1:{port}"
@@ -116,7 +115,7 @@ def dask_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaskClust
         log = folder / f"{name}.log"
         logs.append(log)
         with log.open("wb") as out:
-            proc = subprocess.Popen([str(BIN / "dask"), *args], stdout=out, stderr=subprocess.STDOUT,
+            proc = subprocess.Popen([sys.executable, "-m", "dask", *args], stdout=out, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, cwd=folder, start_new_session=True)
         procs.append(proc)
         return proc
