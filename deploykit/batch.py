@@ -61,6 +61,7 @@ __all__ = [
     "find_inputs",
     "get_engines",
     "plan_units",
+    "prefetched",
     "run_unit",
 ]
 
@@ -462,6 +463,47 @@ def _header_names(header: bytes) -> list[str]:
     return next(csv.reader(io.StringIO(text)), [])
 
 
+def prefetched(chunks: Iterator[Chunk], depth: int = 1) -> Iterator[Chunk]:
+    """``chunks``, read ``depth`` ahead in a thread: pyarrow parses and Python builds the next
+    chunk's values while the model (which releases the GIL in its tree walks) scores this one.
+    Memory stays bounded: at most ``depth`` chunks wait. An error in the reader is raised here."""
+    import queue
+    import threading
+
+    done = object()
+    ready: queue.Queue[Any] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def read() -> None:
+        try:
+            for chunk in chunks:
+                while not stop.is_set():
+                    try:
+                        ready.put(chunk, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            ready.put(done)
+        except BaseException as exc:  # handed to the consumer, which raises it
+            ready.put(exc)
+
+    thread = threading.Thread(target=read, name="deploykit-batch-reader", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = ready.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+
+
 def _read_csv(job: Job, unit: Unit) -> Iterator[Chunk]:
     import pyarrow as pa
     import pyarrow.csv as pcsv
@@ -581,6 +623,8 @@ class _ModelScorer:
         self.classes = None if classes is None else list(classes)
         self.argmax = _argmax_classes(model) if self.has_proba else None
         self.checked = False
+        #: the last call's labels as positions in ``classes_`` (the arg-max), when known
+        self.codes: Any = None
 
     def __call__(self, frame: Any) -> tuple[Any, Any]:
         import numpy as np
@@ -592,12 +636,15 @@ class _ModelScorer:
                 proba = self.model.predict_proba(X)
             except (AttributeError, NotImplementedError):  # e.g. SVC(probability=False)
                 self.has_proba, self.argmax = False, None
+        self.codes = None
         if proba is not None and self.argmax is not None:
-            labels = self.argmax.take(np.argmax(proba, axis=1))
-            if not self.checked:
+            self.codes = np.argmax(proba, axis=1)
+            labels = self.argmax.take(self.codes)
+            if not self.checked:  # a few rows tell whether predict is the arg-max here
                 self.checked = True
-                if not np.array_equal(np.asarray(self.model.predict(X)), labels):
-                    self.argmax = None
+                head = X.iloc[:256] if hasattr(X, "iloc") else X[:256]
+                if not np.array_equal(np.asarray(self.model.predict(head)), labels[:256]):
+                    self.argmax = self.codes = None
                     labels = self.model.predict(X)
         else:
             labels = self.model.predict(X)
@@ -710,7 +757,8 @@ def _take(values: Any, mask: Any) -> Any:
 _ARROW_TYPES = {"integer": "int64", "float": "float64", "string": "string", "boolean": "bool_"}
 
 
-def _out_table(job: Job, chunk: Chunk, columns: dict[str, Any], labels: Any, proba: Any, alive: Any) -> Any:
+def _out_table(job: Job, chunk: Chunk, columns: dict[str, Any], labels: Any, proba: Any, alive: Any,
+               codes: Any = None, classes: Any = None) -> Any:
     """The part rows of one chunk: kept columns, ``prediction``, ``probability_<class>``.
 
     ``columns`` and the model outputs hold the rows in ``alive``; ``skip`` writes only those,
@@ -741,11 +789,14 @@ def _out_table(job: Job, chunk: Chunk, columns: dict[str, Any], labels: Any, pro
         if job.on_error == "skip" and not every:
             raw = raw.take(pa.array(alive))
         arrays.append(_cast(raw, kind, name, job))
-    outputs = [(np.asarray(labels), out_schema.field("prediction").type)]
+    label_type = out_schema.field("prediction").type
+    if codes is not None and classes is not None:  # labels by position: no Python object per row
+        outputs: list[Any] = [pa.array(classes, type=label_type).take(pa.array(codes))]
+    else:
+        outputs = [pa.array(np.asarray(labels), type=label_type, from_pandas=True)]
     for j in range(len(out_schema) - len(job.keep) - 1):
-        outputs.append((proba[:, j] if proba is not None else np.full(len(alive), np.nan), pa.float64()))
-    for values, kind in outputs:
-        array = pa.array(values, type=kind, from_pandas=True)
+        outputs.append(pa.array(proba[:, j] if proba is not None else np.full(len(alive), np.nan), type=pa.float64()))
+    for array in outputs:
         arrays.append(array if spread is None else array.take(spread))
     return pa.Table.from_arrays(arrays, schema=out_schema)
 
@@ -820,7 +871,7 @@ def run_unit(job: Job, unit: Unit, on_rows: Callable[[int], None] | None = None)
         with fs.open(tmp_path, "wb") as sink:
             writer = _writer(job, sink)
             try:
-                for chunk in read_unit(job, unit):
+                for chunk in prefetched(read_unit(job, unit)):
                     import pandas as pd
 
                     columns, alive = _check(job, unit, chunk, problems)
@@ -838,7 +889,10 @@ def run_unit(job: Job, unit: Unit, on_rows: Callable[[int], None] | None = None)
                         import numpy as np
 
                         proba = np.full((len(alive), len(job.output_schema) - len(job.keep) - 1), np.nan)
-                    table = _out_table(job, chunk, columns, labels, proba, alive)
+                    codes = getattr(scorer, "codes", None) if len(alive) else None
+                    classes = getattr(scorer, "argmax", None)
+                    table = _out_table(job, chunk, columns, labels, proba, alive, codes,
+                                       None if classes is None else classes.tolist())
                     writer.write_table(table)
                     rows_in += chunk.rows
                     rows_out += table.num_rows
@@ -865,7 +919,11 @@ def _writer(job: Job, sink: Any) -> Any:
         return pcsv.CSVWriter(sink, job.output_schema)
     import pyarrow.parquet as pq
 
-    return pq.ParquetWriter(sink, job.output_schema, compression="snappy")
+    import pyarrow as pa
+
+    # dictionary pages pay off for labels and repeated text, not for probabilities or ids
+    text = [f.name for f in job.output_schema if pa.types.is_string(f.type) or pa.types.is_boolean(f.type)]
+    return pq.ParquetWriter(sink, job.output_schema, compression="snappy", use_dictionary=text or False)
 
 
 # -- output folder and report ----------------------------------------------------------------
