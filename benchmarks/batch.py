@@ -5,9 +5,9 @@ in-process `pipe.predict_proba` of the whole frame loaded with pandas, on genera
     python benchmarks/batch.py --rows 200000,800000     # smaller files, same table
     python benchmarks/batch.py --quick                  # 100k and 400k rows, no dask: a smoke run
 
-Every measurement is its own process, started from here and reaped with ``os.wait4`` so its
-peak RSS (``ru_maxrss``: the largest of the process and the children it waited for, e.g. the
-local engine's worker processes or a LocalCluster's workers) is that run's alone.
+Every measurement is its own process, run under ``/usr/bin/time -v``: its peak RSS is the
+largest of the process and the children it waited for (the local engine's worker processes, a
+LocalCluster's workers), that run's alone.
 
 * floor: ``pandas.read_csv``/``read_parquet`` of the whole file, then one ``predict_proba`` of
   the whole frame. Its rows/s counts the ``predict_proba`` call only (the model's own speed on
@@ -84,19 +84,22 @@ def make_inputs(folder: Path, rows: int) -> dict[str, Path]:
 
 
 def run_measured(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, int, str, str]:
-    """Run ``cmd``; its wall seconds, peak RSS in MiB (``ru_maxrss`` from wait4), stdout and stderr."""
+    """Run ``cmd`` under ``/usr/bin/time -v``; its wall seconds, peak RSS in MiB, stdout and stderr.
+
+    Not ``os.wait4`` from here: a child forked from this (large) process starts with its
+    parent's high-water mark, which ``ru_maxrss`` keeps across exec. ``time`` is small, so
+    the maximum it reports (the command and the children it waited for) is the command's own."""
     out, err = tempfile.TemporaryFile(), tempfile.TemporaryFile()
     start = time.monotonic()
-    proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env)
-    _, status, usage = os.wait4(proc.pid, 0)
+    proc = subprocess.run(["/usr/bin/time", "-v", *cmd], stdout=out, stderr=err, env=env)
     wall = time.monotonic() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)
     out.seek(0)
     err.seek(0)
     stdout, stderr = out.read().decode(), err.read().decode()
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}): {stdout[-2000:]} {stderr[-2000:]}")
-    return wall, int(usage.ru_maxrss // 1024), stdout, stderr
+    kib = [line.split(":")[1] for line in stderr.splitlines() if "Maximum resident set size" in line]
+    return wall, int(kib[-1]) // 1024, stdout, stderr
 
 
 def floor_main(model: str, path: str) -> None:
@@ -195,8 +198,8 @@ def render(results: dict[tuple[int, str, str], dict[str, Any]], sizes: list[int]
         "probability column per class (`--keep id`), default chunk size (16 MiB of input per part).", "",
         "Rows/s: the floor counts its one `predict_proba` call only (the read is shown apart); deploykit counts "
         "its whole run as recorded in `_report.json` (plan, read, schema check of every row, score, write), "
-        "without the interpreter start and imports (in the wall time). Peak RSS: `ru_maxrss` of the run's "
-        "process from `os.wait4`, i.e. the largest of it and the children it reaped (worker processes).", "",
+        "without the interpreter start and imports (in the wall time). Peak RSS: `/usr/bin/time -v`'s maximum "
+        "resident set size, the largest of the run's process and the children it reaped (worker processes).", "",
         "| rows | format | run | rows/s | x floor | seconds | wall | peak RSS |",
         "|---:|---|---|---:|---:|---:|---:|---:|",
     ]

@@ -58,6 +58,7 @@ __all__ = [
     "Unit",
     "batch",
     "csv_column",
+    "dictionary_objects",
     "find_inputs",
     "get_engines",
     "plan_units",
@@ -373,6 +374,8 @@ def csv_column(arr: Any, col: Column) -> Any:
 
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks()
+    if pa.types.is_dictionary(arr.type):
+        return dictionary_objects(arr)
     if col.type in ("string", "any", "datetime") or not pa.types.is_string(arr.type):
         return arr.to_numpy(zero_copy_only=False)
     na = pc.is_in(arr, value_set=pa.array(sorted(_STR_NA)))
@@ -402,6 +405,19 @@ def csv_column(arr: Any, col: Column) -> Any:
     values = arr.to_pylist()
     out = np.empty(len(values), dtype=object)
     out[:] = [_parse_text(v) for v in values]
+    return out
+
+
+def dictionary_objects(arr: Any) -> Any:
+    """A dictionary-encoded arrow column as a numpy object array whose rows share the
+    dictionary's Python strings (one object per distinct value, not one per row); null is None."""
+    import pyarrow.compute as pc
+
+    values = arr.dictionary.to_numpy(zero_copy_only=False)
+    if arr.null_count == 0:
+        return values.take(arr.indices.to_numpy())
+    out = values.take(arr.indices.fill_null(0).to_numpy())
+    out[pc.is_null(arr).to_numpy(zero_copy_only=False)] = None
     return out
 
 
@@ -445,7 +461,9 @@ def _csv_options(job: Job, header: bytes) -> tuple[Any, Any, Any]:
     import pyarrow.csv as pcsv
 
     names = _header_names(header)
-    types = {c.name: pa.string() for c in job.schema.columns if c.type != "any"}
+    # text columns come dictionary-encoded: rows then share one Python string per distinct value
+    types = {c.name: pa.dictionary(pa.int32(), pa.string()) if c.type == "string" else pa.string()
+             for c in job.schema.columns if c.type != "any"}
     for name, kind in job.keep_types.items():
         types.setdefault(name, kind)
     wanted = [n for n in names if n in types or n in job.schema.names or n in job.keep_types]
@@ -534,8 +552,9 @@ def _read_parquet(job: Job, unit: Unit) -> Iterator[Chunk]:
 
     fs, path = _filesystem(unit.file.url, job.storage_options)
     columns = list(dict.fromkeys([n for n in job.schema.names] + list(job.keep)))
+    text = [c.name for c in job.schema.columns if c.type == "string"]
     with fs.open(path, "rb") as fh:
-        pf = pq.ParquetFile(fh)
+        pf = pq.ParquetFile(fh, read_dictionary=text)
         present = set(pf.schema_arrow.names)
         offset = 0
         for batch in pf.iter_batches(batch_size=job.batch_rows, row_groups=list(unit.row_groups),
@@ -780,6 +799,9 @@ def _out_table(job: Job, chunk: Chunk, columns: dict[str, Any], labels: Any, pro
         if name in job.typed_keep:
             if every and isinstance(raw, pa.Array) and raw.type == kind:
                 arrays.append(raw)
+                continue
+            if every and isinstance(raw, pa.Array) and pa.types.is_dictionary(raw.type) and raw.type.value_type == kind:
+                arrays.append(raw.cast(kind))
                 continue
             typed = pa.array(columns[name], type=kind, from_pandas=True)
             arrays.append(typed if spread is None else typed.take(spread))
