@@ -11,69 +11,41 @@ import contextlib
 import errno
 import json
 import os
-import shutil
-import signal
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from deploykit_plugins.local.settings import (
+    LocalSettings,
+    ServerDocument,
+    write_document,
+)
+from deploykit_plugins.local.sockets import bind
 
 from deploykit.artifact import Artifact
 from deploykit.deployment import Deployment
 from deploykit.errors import DeploymentError, ScoringError
-from deploykit.http import close_pools, request_json
+from deploykit.files import atomic_copy, atomic_write
+from deploykit.http import base_url, close_pools, request_json
 from deploykit.payload import Predictions, encode
-from deploykit.process import alive, cmdline, free_port, log_tail, spawn
+from deploykit.process import alive, free_port, is_ours, log_tail, spawn, stop
 from deploykit.target import TargetContext, wait_until
-from deploykit_plugins.local.server import TOKEN_ENV, bind
 
 __all__ = ["LocalSettings", "LocalTarget"]
 
 _SERVER_MODULE = "deploykit_plugins.local.server"
 
 
-class LocalSettings(BaseModel):
-    """The ``local:`` section of credentials.yaml; every key is optional."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    host: str = "127.0.0.1"
-    port: int = Field(0, ge=0, le=65535, description="0 picks a free port on first deploy")
-    token: SecretStr | None = None
-    certfile: str | None = None
-    keyfile: str | None = None
-    max_body_bytes: int = Field(32 * 1024 * 1024, gt=0, description="larger request bodies get 413")
-    python: str | None = Field(None, description="interpreter for the server process (default: this one)")
-    workers: int = Field(1, ge=1, le=64, description="serving processes, each with its own SO_REUSEPORT listener")
-    batch_wait_ms: float = Field(2.0, ge=0, le=1000,
-                                 description="how long concurrent requests may wait to be scored in one "
-                                             "predict call; 0 turns micro-batching off")
-    max_batch_rows: int = Field(256, ge=1, description="most rows scored in one predict call")
-    allow_extra_columns: bool | None = Field(None, description="drop columns the schema does not know instead "
-                                                               "of answering 422 (default: the schema's own setting)")
-
-
 def _is_our_server(pid: int) -> bool:
     """True if ``pid`` runs a deploykit local server (guards against a recycled pid)."""
-    cmd = cmdline(pid)
-    return alive(pid) and (cmd is None or _SERVER_MODULE.encode() in cmd)
+    return is_ours(pid, _SERVER_MODULE.encode())
 
 
 def _stop(pid: int, grace: float = 15.0) -> None:
-    """SIGTERM (uvicorn finishes in-flight requests), then SIGKILL after ``grace`` seconds."""
-    if not _is_our_server(pid):
-        return
+    """Stop our server ``pid`` gracefully (uvicorn finishes in-flight requests), SIGKILL after ``grace`` s."""
     close_pools()  # an idle TLS keep-alive connection of ours would hold up the graceful shutdown
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    if alive(pid):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+    stop(pid, grace, markers=(_SERVER_MODULE.encode(),))
 
 
 class LocalTarget:
@@ -99,14 +71,9 @@ class LocalTarget:
         folder.mkdir(parents=True, exist_ok=True)
         model = folder / ("model" + "".join(artifact.path.suffixes) if artifact.path.is_file() else "model")
         if not model.exists():
-            tmp = folder / (model.name + ".tmp")
-            if artifact.path.is_dir():
-                shutil.copytree(artifact.path, tmp, dirs_exist_ok=True)
-            else:
-                shutil.copy2(artifact.path, tmp)
-            os.replace(tmp, model)
+            atomic_copy(artifact.path, model)
         schema = folder / "schema.json"
-        schema.write_text(json.dumps(artifact.schema.to_dict(), indent=1))
+        atomic_write(schema, json.dumps(artifact.schema.to_dict(), indent=1).encode())
         return model, schema
 
     def _start(self, name: str, revision: int, model: Path, schema: Path, port: int, replacing: bool) -> Deployment:
@@ -126,22 +93,17 @@ class LocalTarget:
         logs.mkdir(parents=True, exist_ok=True)
         state_file = run / f"{name}-{revision}-{time.time_ns()}.json"
         log = logs / f"{name}.log"
-        cmd = [self.settings.python or sys.executable, "-m", _SERVER_MODULE, "--model", str(model),
-               "--schema", str(schema), "--name", name, "--revision", str(revision), "--host", host,
-               "--port", str(port), "--reuse-port", "--state-file", str(state_file),
-               "--max-body-bytes", str(self.settings.max_body_bytes), "--workers", str(self.settings.workers),
-               "--batch-wait-ms", str(self.settings.batch_wait_ms),
-               "--max-batch-rows", str(self.settings.max_batch_rows)]
-        if self.settings.allow_extra_columns is not None:
-            cmd.append("--allow-extra-columns" if self.settings.allow_extra_columns else "--no-allow-extra-columns")
-        if self.settings.certfile:
-            cmd += ["--certfile", self.settings.certfile, "--keyfile", self.settings.keyfile or self.settings.certfile]
+        # One settings document, readable by this user only, holds everything (the token too):
+        # nothing secret goes on the command line or into the environment.
+        document = state_file.with_suffix(".settings")
+        settings = self.settings.model_copy(update={"port": port})
+        write_document(document, ServerDocument(model=str(model), schema_file=str(schema), name=name,
+                                                revision=revision, reuse_port=True, state_file=str(state_file),
+                                                settings=settings))
+        cmd = [self.settings.python or sys.executable, "-m", _SERVER_MODULE, "--settings", str(document)]
         env = dict(os.environ)
-        env.pop(TOKEN_ENV, None)
-        if self._token:
-            env[TOKEN_ENV] = self._token
         proc = spawn(cmd, env, log)
-        url = f"{self._scheme}://{'127.0.0.1' if host == '0.0.0.0' else host}:{port}"
+        url = base_url(self._scheme, host, port)
         ids = {"pid": proc.pid, "port": port, "host": host, "model_file": str(model), "schema_file": str(schema),
                "state_file": str(state_file), "log": str(log)}
         return Deployment(name=name, target="local", revision=revision, status="starting", url=url, ids=ids)
@@ -204,8 +166,8 @@ class LocalTarget:
             state: dict[str, Any] = json.loads(state_file.read_text())
             try:
                 # our own process on loopback, identified by pid: no certificate check needed
-                status, body = request_json("GET", f"{self._scheme}://127.0.0.1:{state['health_port']}/health",
-                                            timeout=2, retries=0, verify=False)
+                health = base_url(self._scheme, "127.0.0.1", state["health_port"]) + "/health"
+                status, body = request_json("GET", health, timeout=2, retries=0, verify=False)
             except ScoringError:
                 return None
             return state if status == 200 and body.get("pid") == pid else None
@@ -256,7 +218,7 @@ class LocalTarget:
                 if _is_our_server(int(state["pid"])):
                     name = path.name.rsplit("-", 2)[0]
                     out.append(Deployment(name=name, target="local", status="ready",
-                                          url=f"{self._scheme}://{self.settings.host}:{state['port']}", ids=state))
+                                          url=base_url(self._scheme, self.settings.host, state["port"]), ids=state))
         return out
 
     # -- Scorer ---------------------------------------------------------------------------
