@@ -627,20 +627,24 @@ def _line_hint(job: Job, unit: Unit, row_in_unit: int) -> int:
 # -- scoring a chunk -------------------------------------------------------------------------
 
 class _ModelScorer:
-    """One model pass per chunk: labels and class probabilities.
+    """One model pass per chunk, in numpy: labels (and their class positions) and probabilities.
 
-    For scikit-learn forests and trees, whose ``predict`` is the arg-max of ``predict_proba``,
-    labels are taken from the probabilities (checked against ``predict`` on the first chunk),
-    so a chunk costs one model pass, not two.
+    What the model can do is decided by :class:`deploykit.inference.ModelScorer`, the scorer
+    the online server uses (the frame or a numpy array, ``predict_proba``, whether ``predict``
+    is the arg-max of the probabilities); this keeps its outputs as arrays instead of building
+    Predictions, and checks the arg-max shortcut against ``predict`` on the first rows.
     """
 
-    def __init__(self, model: Any, flavor: str) -> None:
+    def __init__(self, job: Job, model: Any) -> None:
+        from deploykit.artifact import Artifact
+        from deploykit.inference import ModelScorer
+
+        online = ModelScorer(Artifact(Path(job.source), job.sha256, model, job.framework, job.framework_version,
+                                      job.schema, job.flavor, job.source))
         self.model = model
-        self.use_frame = getattr(model, "feature_names_in_", None) is not None or flavor == "mlflow"
-        self.has_proba = callable(getattr(model, "predict_proba", None)) and flavor != "mlflow"
-        classes = getattr(model, "classes_", None)
-        self.classes = None if classes is None else list(classes)
-        self.argmax = _argmax_classes(model) if self.has_proba else None
+        self.use_frame = online.use_frame
+        self.has_proba = online.has_proba
+        self.argmax = online.argmax_classes
         self.checked = False
         #: the last call's labels as positions in ``classes_`` (the arg-max), when known
         self.codes: Any = None
@@ -672,28 +676,12 @@ class _ModelScorer:
         return np.asarray(labels), proba
 
 
-def _argmax_classes(model: Any) -> Any:
-    steps = getattr(model, "steps", None)
-    final = steps[-1][1] if isinstance(steps, list) and steps else model
-    if not type(final).__module__.startswith("sklearn.") or getattr(final, "n_outputs_", 1) != 1:
-        return None
-    from sklearn.ensemble._forest import ForestClassifier
-    from sklearn.tree._classes import BaseDecisionTree
-
-    import numpy as np
-
-    predict = getattr(type(final), "predict", None)
-    if predict not in (ForestClassifier.predict, BaseDecisionTree.predict) or not hasattr(final, "classes_"):
-        return None
-    return np.asarray(final.classes_)
-
-
 _models: dict[str, Any] = {}
 
 
 def register_model(job: Job, model: Any) -> None:
     """Make ``model`` the one this process scores ``job`` with (engines call it once per worker)."""
-    _models[job.sha256] = _ModelScorer(model, job.flavor)
+    _models[job.sha256] = _ModelScorer(job, model)
 
 
 def _scorer(job: Job) -> Any:
@@ -1132,7 +1120,7 @@ def _resolve_source(source: Any, target: str | None, credentials: Any, metadata:
 def _target_batch(record: Any, target: str, credentials: Any, metadata: Any,
                   progress: Callable[[str], None] | None) -> _Model | None:
     """The target's own batch (``BatchScorer``) for a recorded deployment, or None if it has none."""
-    from deploykit.lifecycle import open_deployment
+    from deploykit.lifecycle import open_deployment, save_ids
     from deploykit.schema import Column, Schema
     from deploykit.target import BatchScorer
 
@@ -1145,7 +1133,10 @@ def _target_batch(record: Any, target: str, credentials: Any, metadata: Any,
     timeout = 600.0
 
     def score(frame: Any) -> tuple[Any, Any]:
+        before = dict(deployment.ids)
         predictions = tgt.score_batch(deployment, frame, timeout)
+        if deployment.ids != before:  # e.g. Watson's batch deployment, created on first use
+            save_ids(deployment, metadata=metadata)
         proba = None if predictions.probabilities is None else np.asarray(predictions.probabilities, dtype=float)
         return np.asarray(predictions.labels, dtype=object), proba
 
@@ -1226,6 +1217,12 @@ def _output_schema(job: Job, model: _Model, head: Any) -> Any:
         label_type = pa.array(model.classes).type
     elif model.score is None and head.num_rows:
         label_type = _probe_label_type(job, model, head)
+    elif head.num_rows:  # a target's record without classes: a few rows through the platform tell
+        labels, proba = model.score(head.select([n for n in job.schema.names if n in head.schema.names])
+                                    .slice(0, 5).to_pandas())
+        label_type = pa.array(labels, from_pandas=True).type
+        if proba is not None:
+            model.classes, model.has_proba = [str(i) for i in range(proba.shape[1])], True
     fields.append(pa.field("prediction", label_type))
     for c in (model.classes or []) if model.has_proba else []:
         fields.append(pa.field(f"probability_{c}", pa.float64()))
@@ -1242,7 +1239,7 @@ def _probe_label_type(job: Job, model: _Model, head: Any) -> Any:
         columns = job.schema.check(Table.from_frame(frame), allow_extra_columns=True)
         import pandas as pd
 
-        labels, _ = _ModelScorer(model.artifact.model if model.artifact else None, model.flavor)(
+        labels, _ = _ModelScorer(job, model.artifact.model if model.artifact else None)(
             pd.DataFrame(columns, copy=False))
         return pa.array(labels, from_pandas=True).type
     except Exception:  # the real run names the bad rows; the probe only wants a type
