@@ -91,7 +91,7 @@ def run_measured(cmd: list[str], env: dict[str, str] | None = None) -> tuple[flo
     the maximum it reports (the command and the children it waited for) is the command's own."""
     out, err = tempfile.TemporaryFile(), tempfile.TemporaryFile()
     start = time.monotonic()
-    proc = subprocess.run(["/usr/bin/time", "-v", *cmd], stdout=out, stderr=err, env=env)
+    proc = subprocess.run(["/usr/bin/time", "-v", *cmd], stdout=out, stderr=err, env=env, check=False)
     wall = time.monotonic() - start
     out.seek(0)
     err.seek(0)

@@ -31,17 +31,17 @@ import re
 import sys
 import time
 import types
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, cast, runtime_checkable
 
 from deploykit.errors import BatchError, SchemaError
 
 if TYPE_CHECKING:
-    import pyarrow as pa
 
     from deploykit.artifact import Artifact
+    from deploykit.errors import Problem
     from deploykit.schema import Column, Schema
 
 __all__ = [
@@ -293,7 +293,7 @@ def _next_line(fh: Any, offset: int, size: int) -> int:
         block = fh.read(1 << 16)
         if not block:
             return size
-        nl = block.find(b"\n")
+        nl = int(block.find(b"\n"))
         if nl >= 0:
             return pos + nl + 1
         pos += len(block)
@@ -700,7 +700,7 @@ def _scorer(job: Job) -> Any:
     return scorer
 
 
-def _located(job: Job, unit: Unit, chunk: Chunk, problem: dict[str, Any], alive: Any) -> dict[str, Any]:
+def _located(job: Job, unit: Unit, chunk: Chunk, problem: Mapping[str, Any], alive: Any) -> dict[str, Any]:
     """A schema problem with the file and the row (1-based data row of the file) it came from."""
     row = problem.get("row")
     out = dict(problem)
@@ -715,6 +715,10 @@ def _located(job: Job, unit: Unit, chunk: Chunk, problem: dict[str, Any], alive:
     else:
         out["message"] = f"{unit.file.url}: {problem.get('message')}"
     return out
+
+
+#: Schema problems that only count further problems (the check lists a few rows per column).
+_MORE = ("more rows", "more problems")
 
 
 def _check(job: Job, unit: Unit, chunk: Chunk, problems: list[dict[str, Any]]) -> tuple[dict[str, Any], Any]:
@@ -735,17 +739,17 @@ def _check(job: Job, unit: Unit, chunk: Chunk, problems: list[dict[str, Any]]) -
         try:
             return job.schema.check(table, allow_extra_columns=True), alive
         except SchemaError as exc:
-            located = [_located(job, unit, chunk, p, alive) for p in exc.problems if p.get("error") != "more rows"]
+            located = [_located(job, unit, chunk, p, alive) for p in exc.problems if p.get("error") not in _MORE]
             if any(p.get("row") is None for p in located) or job.on_error == "fail" or not located:
                 shown = located[:5]
                 more = f" and {len(exc.problems) - len(shown)} more" if len(exc.problems) > len(shown) else ""
                 fix = "" if any(p.get("row") is None for p in located) else \
                     "; fix those rows, or pass --on-error skip (leave them out) or --on-error null (null predictions)"
                 raise SchemaError("input does not fit the model's schema: " + "; ".join(p["message"] for p in shown)
-                                  + more + fix, located) from None
+                                  + more + fix, cast("list[Problem]", located)) from None
             problems.extend(located)
             bad = np.zeros(len(alive), dtype=bool)
-            bad[[int(p["row"]) for p in exc.problems if p.get("row") is not None]] = True
+            bad[[row for p in exc.problems if (row := p.get("row")) is not None]] = True
             alive = alive[~bad]
             columns = {name: _take(values, ~bad) for name, values in columns.items()}
 
@@ -927,9 +931,8 @@ def _writer(job: Job, sink: Any) -> Any:
         import pyarrow.csv as pcsv
 
         return pcsv.CSVWriter(sink, job.output_schema)
-    import pyarrow.parquet as pq
-
     import pyarrow as pa
+    import pyarrow.parquet as pq
 
     # dictionary pages pay off for labels and repeated text, not for probabilities or ids
     text = [f.name for f in job.output_schema if pa.types.is_string(f.type) or pa.types.is_boolean(f.type)]
@@ -1217,7 +1220,7 @@ def _output_schema(job: Job, model: _Model, head: Any) -> Any:
         label_type = pa.array(model.classes).type
     elif model.score is None and head.num_rows:
         label_type = _probe_label_type(job, model, head)
-    elif head.num_rows:  # a target's record without classes: a few rows through the platform tell
+    elif model.score is not None and head.num_rows:  # a target's record without classes: ask the platform
         labels, proba = model.score(head.select([n for n in job.schema.names if n in head.schema.names])
                                     .slice(0, 5).to_pandas())
         label_type = pa.array(labels, from_pandas=True).type
@@ -1291,8 +1294,8 @@ class _Progress:
         elapsed = max(now - self.start, 1e-9)
         rate = self.rows / elapsed
         done = min(self.bytes / self.total, 1.0)
-        eta = elapsed * (1 - done) / done if done > 0 else float("nan")
-        eta_text = f"{int(eta // 60)}:{int(eta % 60):02d}" if eta == eta else "?"
+        eta = elapsed * (1 - done) / done if done > 0 else None
+        eta_text = f"{int(eta // 60)}:{int(eta % 60):02d}" if eta is not None else "?"
         self.show(f"{self.rows:,} rows  {rate:,.0f} rows/s  {done:5.1%}  ETA {eta_text}")
 
 

@@ -7,7 +7,6 @@ import sys
 import time
 from collections.abc import Callable
 
-
 import click
 
 __all__ = ["batch"]

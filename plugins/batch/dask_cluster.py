@@ -56,7 +56,7 @@ def worker_versions() -> dict[str, str | None]:
     return out
 
 
-class _ModelPlugin(WorkerPlugin):  # type: ignore[misc]
+class _ModelPlugin(WorkerPlugin):
     """A worker plugin carrying the model: loaded once on each worker, before its first task."""
 
     def __init__(self, job: Job, payload: bytes, kind: str) -> None:
@@ -100,9 +100,9 @@ def _meta() -> Any:
 
 async def _identity(address: str, timeout: float) -> str:
     """What answers at ``address``: ``Scheduler`` for a Dask scheduler."""
-    from distributed.comm import connect
+    from distributed.comm.core import connect
 
-    comm = await connect(address, timeout=timeout)
+    comm = await connect(address, timeout=timeout)  # type: ignore[no-untyped-call]
     try:
         await comm.write({"op": "identity", "reply": True})
         reply = await comm.read()
@@ -124,9 +124,10 @@ class DaskEngine:
 
         if self.address is None:
             n = self.workers or os.cpu_count() or 1
-            cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
-                                   silence_logs=logging.ERROR)
-            return Client(cluster), cluster
+            cluster = LocalCluster(  # type: ignore[no-untyped-call]
+                n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
+                silence_logs=logging.ERROR)
+            return Client(cluster), cluster  # type: ignore[no-untyped-call]
         timeout = float(os.environ.get(_CONNECT_TIMEOUT, "10"))
         try:
             # Client() alone can wait forever on a port that accepts but never speaks
@@ -134,8 +135,8 @@ class DaskEngine:
             if kind != "Scheduler":
                 raise BatchError(f"{self.address} answered as a Dask {kind}, not a scheduler; pass the "
                                  "scheduler's address (tcp://HOST:8786)")
-            return Client(self.address, timeout=timeout), None
-        except (OSError, TimeoutError, asyncio.TimeoutError) as exc:
+            return Client(self.address, timeout=timeout), None  # type: ignore[no-untyped-call]
+        except (OSError, TimeoutError) as exc:
             raise BatchError(f"the Dask scheduler at {self.address} did not answer within {timeout:.0f} s "
                              f"({type(exc).__name__}{': ' + str(exc) if str(exc) else ''}); start it ('dask "
                              "scheduler'), check the address and port, or leave --address out to use a "
@@ -159,7 +160,8 @@ class DaskEngine:
 
     def run(self, job: Job, units: list[Unit], on_part: Callable[[PartResult], None]) -> None:
         """Ship the model, check the workers' versions, then score every unit as a partition."""
-        import dask
+        from importlib.metadata import version
+
         import dask.dataframe as dd
         import distributed
 
@@ -179,14 +181,15 @@ class DaskEngine:
 
                 plugin = _ModelPlugin(job, pickle.dumps(load_artifact(job.source, job.schema).model), "pickle")
             client.register_plugin(plugin)
-            self._versions.update(engine="dask", dask=dask.__version__, distributed=distributed.__version__,
+            self._versions.update(engine="dask", dask=version("dask"), distributed=version("distributed"),
                                   scheduler=client.scheduler.address)
             if not units:
                 return
-            frame = dd.from_map(_score_partition, units, job=job, meta=_meta(), enforce_metadata=False,
-                                label="deploykit-batch")
+            frame = dd.from_map(  # type: ignore[no-untyped-call]
+                _score_partition, units, job=job, meta=_meta(), enforce_metadata=False,
+                label="deploykit-batch")
             futures = client.compute(frame.to_delayed())
-            for future in distributed.as_completed(futures):
+            for future in distributed.as_completed(futures):  # type: ignore[no-untyped-call]
                 stats = future.result()
                 for row in stats.to_dict("records"):
                     on_part(PartResult(int(row["unit"]), row["part"], int(row["rows_in"]), int(row["rows_out"]),

@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
+import train_model
 
 import deploykit
-import train_model
 from deploykit.artifact import load_artifact
 from deploykit.batch import EngineRegistry, csv_column, find_inputs, plan_units
 from deploykit.errors import BatchError, SchemaError

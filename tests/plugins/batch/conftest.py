@@ -16,9 +16,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
 import train_model
+
 from tests.plugins.mlflow.conftest import free_port, start
+
 
 def bank_frame(n: int, seed: int = 5) -> pd.DataFrame:
     """Bank-marketing rows with an ``id`` column first."""

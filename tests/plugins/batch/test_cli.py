@@ -66,9 +66,9 @@ def test_kill_9_in_the_middle_then_resume(bank_model: Path, tmp_path: Path) -> N
     proc.wait()
     report = json.loads((out / "_report.json").read_text())
     assert report["status"] == "running", "a killed run is not reported as complete"
-    refused = subprocess.run(cmd, capture_output=True, text=True)
+    refused = subprocess.run(cmd, capture_output=True, text=True, check=False)
     assert refused.returncode == 1 and "--resume to finish an interrupted run" in refused.stdout
-    resumed = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, timeout=600)
+    resumed = subprocess.run([*cmd, "--resume"], capture_output=True, text=True, timeout=600, check=False)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     summary = json.loads(resumed.stdout)
     assert summary["parts_resumed"] >= 9 and summary["rows_in"] == summary["rows_out"] == 30_000
