@@ -27,6 +27,7 @@ from deploykit.errors import (
 )
 
 if TYPE_CHECKING:
+    from deploykit.batch import batch
     from deploykit.deployment import Deployment
     from deploykit.lifecycle import delete, deploy, list_deployments, reconcile, rollback, score, status
     from deploykit.payload import Predictions
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
 _LAZY = {
     "Deployment": "deploykit.deployment",
     "Predictions": "deploykit.payload",
+    "batch": "deploykit.batch",
     "delete": "deploykit.lifecycle",
     "deploy": "deploykit.lifecycle",
     "list_deployments": "deploykit.lifecycle",
@@ -63,6 +65,7 @@ __all__ = [
     "TargetError",
     "TargetUnavailableError",
     "UnknownTargetError",
+    "batch",
     "delete",
     "deploy",
     "list_deployments",

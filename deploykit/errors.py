@@ -17,7 +17,9 @@
     │   └── SmokeTestError           deployed, but the example row did not score
     ├── PayloadError             a scoring payload could not be decoded or encoded
     │   └── SchemaError              the payload does not fit the model's input schema
-    └── ScoringError             the endpoint answered a scoring request with an error
+    ├── ScoringError             the endpoint answered a scoring request with an error
+    └── BatchError               a batch run cannot start or finish: input missing, output folder
+                                 in use, engine unknown or unavailable, cluster unreachable
 
 Every message names the thing that failed, the value seen, and the fix.
 """
@@ -31,6 +33,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ArtifactError",
+    "BatchError",
     "CredentialsError",
     "DeployKitError",
     "DeploymentError",
@@ -177,3 +180,7 @@ class ScoringError(DeployKitError):
         super().__init__(message)
         self.status = status
         self.body = body
+
+
+class BatchError(DeployKitError):
+    """A batch run cannot start or finish: its input, output folder, engine or cluster is wrong."""

@@ -31,6 +31,7 @@ BUILTIN_PLUGINS = {
     "memory": "deploykit_plugins.memory",
     "watsonml": "deploykit_plugins.watsonml",
     "mlflow": "deploykit_plugins.mlflow",
+    "batch": "deploykit_plugins.batch",
 }
 
 _pm: pluggy.PluginManager | None = None
