@@ -147,10 +147,13 @@ class Server:
     port: int = 0
     proc: subprocess.Popen[bytes] | None = None
     log_file: Path | None = None
+    before_start: Any = None  # e.g. write the settings document the server reads (and removes)
 
     def start(self, logs: Path) -> float:
         """Start the server; returns seconds until its health URL answered 200."""
         self.log_file = logs / f"{self.key}.log"
+        if self.before_start is not None:
+            self.before_start()
         env = {**os.environ, **self.env}
         started = time.perf_counter()
         with self.log_file.open("ab") as out:
@@ -184,14 +187,48 @@ class Server:
         self.proc = None
 
 
-def deploykit_server(work: Workload, workers: int, batch_wait_ms: float) -> Server:
+def deploykit_server(work: Workload, workers: int, batch_wait_ms: float, tree: Path | None = None) -> Server:
+    """The local server process as the local target starts it: one settings document. With
+    ``tree`` (another checkout, e.g. main's), that checkout's server, started as it expects."""
     port = free_port()
     label = f"deploykit local ({workers} worker{'s' if workers > 1 else ''}, batching {batch_wait_ms:g} ms)"
-    cmd = [sys.executable, "-m", "deploykit_plugins.local.server", "--model", str(work.joblib_path),
-           "--schema", str(work.folder / "bank-model.schema.json"), "--name", MODEL_NAME, "--port", str(port),
-           "--workers", str(workers), "--batch-wait-ms", str(batch_wait_ms)]
-    return Server(f"deploykit-w{workers}", label, cmd, "/health", "/invocations", split_body(work.one),
-                  split_body(work.big), port=port)
+    env: dict[str, str] = {}
+    key = f"deploykit-w{workers}"
+    cwd = None
+    if tree is not None:
+        label += f" [{tree}]"
+        key += "-baseline"
+        cwd = _import_root(tree, work.folder)  # `python -m` puts the working folder first on sys.path
+        env["PYTHONPATH"] = str(cwd)
+    server_py = (tree or ROOT) / "plugins" / "local" / "server.py"
+    if "--settings" in server_py.read_text():
+        from deploykit_plugins.local.settings import LocalSettings, ServerDocument, write_document
+
+        document = work.folder / f"{key}.settings"
+        doc = ServerDocument(model=str(work.joblib_path), schema_file=str(work.folder / "bank-model.schema.json"),
+                             name=MODEL_NAME, settings=LocalSettings(port=port, workers=workers,
+                                                                     batch_wait_ms=batch_wait_ms))
+        args = ["--settings", str(document)]
+        write = lambda: write_document(document, doc)  # noqa: E731  (read and removed by each start)
+    else:  # a checkout from before the settings document
+        args = ["--model", str(work.joblib_path), "--schema", str(work.folder / "bank-model.schema.json"),
+                "--name", MODEL_NAME, "--port", str(port), "--workers", str(workers),
+                "--batch-wait-ms", str(batch_wait_ms)]
+        write = None
+    cmd = [sys.executable, "-m", "deploykit_plugins.local.server", *args]
+    return Server(key, label, cmd, "/health", "/invocations", split_body(work.one),
+                  split_body(work.big), port=port, env=env, cwd=cwd, before_start=write)
+
+
+def _import_root(tree: Path, work: Path) -> Path:
+    """A folder that imports ``deploykit`` and ``deploykit_plugins`` from ``tree`` (ahead of this checkout)."""
+    root = work / f"tree-{abs(hash(str(tree)))}"
+    root.mkdir(exist_ok=True)
+    for name, target in (("deploykit", tree / "deploykit"), ("deploykit_plugins", tree / "plugins")):
+        link = root / name
+        if not link.exists():
+            link.symlink_to(target.resolve())
+    return root
 
 
 def floor_server(work: Workload) -> Server:
@@ -553,6 +590,8 @@ def main() -> int:
     parser.add_argument("--client", choices=("raw", "httpx"), default="raw")
     parser.add_argument("--batch-wait-ms", type=float, default=2.0)
     parser.add_argument("--no-workers2", action="store_true", help="skip deploykit with 2 workers")
+    parser.add_argument("--baseline-tree", type=Path, help="also measure the local server of this checkout "
+                        "(e.g. /work/main), in the same run, for a before/after comparison")
     parser.add_argument("--no-floor", action="store_true", help="skip the floor (uvicorn + bare predict)")
     parser.add_argument("--no-mlflow", action="store_true")
     parser.add_argument("--no-mlserver", action="store_true")
@@ -573,6 +612,8 @@ def main() -> int:
     work = prepare(folder)
 
     servers = [deploykit_server(work, 1, args.batch_wait_ms)]
+    if args.baseline_tree:
+        servers.append(deploykit_server(work, 1, args.batch_wait_ms, args.baseline_tree))
     if not args.no_workers2:
         servers.append(deploykit_server(work, 2, args.batch_wait_ms))
     if not args.no_floor:

@@ -1,12 +1,24 @@
-"""The thing deployed: a loaded model plus its facts (sha256, framework, schema, example row)."""
+"""The thing deployed: a loaded model plus its facts (sha256, framework, schema, example row).
+
+Sources other than a joblib/pickle file (an MLflow model folder, ``models:/`` URIs, ...) are
+loaded by plugins through the ``deploykit_load_artifact`` hook; the first plugin that answers
+wins, and a joblib/pickle file is the default when none does.
+
+A pickle file can be opened *deferred* (``load_artifact(path, defer=True)``): it is hashed and
+its schema sidecar read at once, but the model is unpickled (and scikit-learn imported) only
+when ``model``, ``framework``, ``classes``... are first used, or ``load()`` is called. The
+deploy flow uses that to compare hashes before paying for the model.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import pickle
+import re
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from deploykit.errors import ArtifactError
 from deploykit.schema import Column, Schema
@@ -49,6 +61,40 @@ class Artifact:
     source: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
+    if not TYPE_CHECKING:  # hidden from type checkers, so a misspelt attribute stays a type error
+        def __getattr__(self, attr: str) -> Any:
+            # Only reached for attributes not set yet: the facts of a deferred artifact.
+            if attr in _DEFERRED and "_pending" in self.__dict__:
+                self.load()
+                return self.__dict__[attr]
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {attr!r}")
+
+    @property
+    def loaded(self) -> bool:
+        """False while the model of a deferred artifact has not been unpickled yet."""
+        return "_pending" not in self.__dict__
+
+    def load(self) -> Artifact:
+        """Unpickle a deferred artifact's model now (once; later calls return at once) and return self.
+
+        Raises the ArtifactError an eager ``load_artifact`` would have raised (not a pickle, no
+        ``predict()``, a package missing), every time it is called.
+        """
+        pending = self.__dict__.get("_pending")
+        if pending is None:
+            return self
+        with pending.lock:
+            if "_pending" in self.__dict__:
+                if pending.error is None:
+                    try:
+                        self.__dict__.update(pending.facts())
+                    except ArtifactError as exc:
+                        pending.error = exc
+                if pending.error is not None:
+                    raise pending.error
+                del self.__dict__["_pending"]
+        return self
+
     @property
     def name(self) -> str:
         """A default deployment name: the file name without its suffix (``bank-model.joblib`` -> ``bank-model``)."""
@@ -70,19 +116,34 @@ class Artifact:
         return jsonable(list(classes))  # type: ignore[no-any-return]
 
     def predict(self, frame: Any) -> Any:
-        """Score a validated DataFrame in process; returns Predictions."""
-        from deploykit.payload import Predictions
+        """Score a validated DataFrame in process (labels and probabilities in one model pass
+        where the model allows it); returns Predictions."""
+        from deploykit.inference import ModelScorer
 
-        X = frame if getattr(self.model, "feature_names_in_", None) is not None or self.flavor == "mlflow" \
-            else frame.to_numpy()
-        labels = self.model.predict(X)
-        proba = None
-        if hasattr(self.model, "predict_proba") and self.flavor != "mlflow":
-            try:
-                proba = self.model.predict_proba(X)
-            except (AttributeError, NotImplementedError):  # e.g. SVC(probability=False)
-                proba = None
-        return Predictions.from_model(labels, proba, self.classes if proba is not None else None)
+        return ModelScorer(self)(frame, want_proba=True)
+
+
+#: Facts of a deferred artifact that need the unpickled model (``flavor`` reads ``"joblib"`` until then,
+#: ``source`` is known at once).
+_DEFERRED = frozenset({"model", "framework", "framework_version", "schema"})
+
+
+class _Pending:
+    """What a deferred artifact still has to do: unpickle its model, and infer its schema if no sidecar gave one."""
+
+    def __init__(self, path: Path, text: str, schema: tuple[Schema, str] | None) -> None:
+        self.path = path
+        self.text = text
+        self.schema = schema
+        self.lock = threading.Lock()  # a target may read the model from several threads
+        self.error: ArtifactError | None = None
+
+    def facts(self) -> dict[str, Any]:
+        model, flavor = _load_model(self.path, self.text)
+        framework, version = _framework_of(model)
+        resolved, origin = self.schema if self.schema is not None else (infer_schema(model), _INFERRED)
+        return {"model": model, "flavor": flavor, "framework": framework, "framework_version": version,
+                "schema": resolved, "source": origin}
 
 
 def _framework_of(model: Any) -> tuple[str, str | None]:
@@ -163,44 +224,66 @@ def _walk_transformers(est: Any, types: dict[str, str], example: dict[str, Any])
 
 
 def load_artifact(source: str | Path, schema: str | Path | Schema | None = None,
-                  credentials: str | Path | None = None) -> Artifact:
-    """Load a model file (joblib/pickle) or an MLflow model directory and gather its facts.
+                  credentials: str | Path | None = None, *, defer: bool = False) -> Artifact:
+    """Load a model file (joblib/pickle), or any source a plugin loads (an MLflow model directory,
+    ``models:/NAME@ALIAS``...), and gather its facts.
 
-    The schema comes from ``schema`` (a Schema or a schema.json path), else a sidecar
-    ``<model>.schema.json`` or ``schema.json`` beside the model, else an MLflow signature,
-    else what the fitted estimator reveals (``feature_names_in_``, encoders, scalers).
-    ``credentials`` is read (its ``mlflow`` section) only for ``models:/`` and ``runs:/`` URIs.
+    Plugins answer through the ``deploykit_load_artifact`` hook (first answer wins); a path no
+    plugin claims is read as a joblib/pickle file. The schema comes from ``schema`` (a Schema or
+    a schema.json path), else a sidecar ``<model>.schema.json`` or ``schema.json`` beside the
+    model, else what the loader finds (an MLflow signature) or the fitted estimator reveals
+    (``feature_names_in_``, encoders, scalers). ``credentials`` is passed to plugins (the MLflow
+    plugin reads its ``mlflow`` section for registry URIs). With ``defer=True`` a pickle file is
+    hashed now and unpickled on first use of the model (see the module docstring).
     """
-    text = str(source)
-    if text.startswith(("models:/", "runs:/")):
-        from deploykit_plugins.mlflow.artifact import load_registry_artifact
+    from deploykit.plugins import get_plugin_manager
 
-        return load_registry_artifact(text, schema, credentials)
+    text = str(source)
+    answer = get_plugin_manager().hook.deploykit_load_artifact(source=text, schema=schema, credentials=credentials)
+    if answer is not None:
+        return answer  # type: ignore[no-any-return]
+    if _URI_SCHEME.match(text):
+        hint = " (pip install 'deploykit[mlflow]')" if text.startswith(("models:/", "runs:/")) else ""
+        raise ArtifactError(f"no installed plugin loads {text!r}{hint}; pass {_LOADERS_HINT}, or install the "
+                            "plugin for that kind of URI (see 'deploykit targets')")
     path = Path(source).expanduser()
     if not path.exists():
         raise ArtifactError(f"model file {text!r} does not exist; pass {_LOADERS_HINT}")
     if path.is_dir():
         if (path / "MLmodel").is_file():
-            from deploykit_plugins.mlflow.artifact import load_mlflow_dir
-
-            return load_mlflow_dir(path, schema)
+            raise ArtifactError(f"{text!r} is an MLflow model directory, but no installed plugin loads those; "
+                                "install the mlflow extra (pip install 'deploykit[mlflow]') or pass a joblib/pickle file")
         raise ArtifactError(f"{text!r} is a directory without an MLmodel file; pass {_LOADERS_HINT}")
     try:
         digest = sha256_of(path)
     except OSError as exc:
         raise ArtifactError(f"model file {text!r} cannot be read ({exc.strerror}); check its permissions") from None
+    artifact = Artifact.__new__(Artifact)
+    given = _given_schema(path, schema)
+    artifact.path, artifact.sha256, artifact.extra = path.resolve(), digest, {}
+    artifact.flavor, artifact.source = "joblib", given[1] if given else _INFERRED
+    if given is not None:
+        artifact.schema = given[0]
+    artifact.__dict__["_pending"] = _Pending(path, text, given)
+    return artifact if defer else artifact.load()
+
+
+_INFERRED = "inferred from the model"
+_URI_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:/")
+
+
+def _load_model(path: Path, text: str) -> tuple[Any, str]:
     model, flavor = _load_pickle(path)
     if not callable(getattr(model, "predict", None)):
         raise ArtifactError(
             f"{text!r} holds a {type(model).__module__}.{type(model).__name__}, which has no predict() method; "
             f"pass {_LOADERS_HINT}"
         )
-    framework, version = _framework_of(model)
-    resolved, origin = _resolve_schema(path, schema, model)
-    return Artifact(path.resolve(), digest, model, framework, version, resolved, flavor, origin)
+    return model, flavor
 
 
-def _resolve_schema(path: Path, schema: str | Path | Schema | None, model: Any) -> tuple[Schema, str]:
+def _given_schema(path: Path, schema: str | Path | Schema | None) -> tuple[Schema, str] | None:
+    """The schema given or found beside the model (no unpickling needed), or None to infer it."""
     if isinstance(schema, Schema):
         return schema, "given"
     if schema is not None:
@@ -208,4 +291,4 @@ def _resolve_schema(path: Path, schema: str | Path | Schema | None, model: Any) 
     for candidate in (path.with_name(path.name.split(".")[0] + ".schema.json"), path.with_name("schema.json")):
         if candidate.is_file():
             return Schema.read(candidate), str(candidate)
-    return infer_schema(model), "inferred from the model"
+    return None

@@ -218,33 +218,6 @@ def delete(name: str, target: str | None, credentials: str | None, metadata: str
 
 
 @cli.command()
-@click.argument("model")
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", type=int, default=8000, show_default=True)
-@click.option("--token", default=None, envvar="DEPLOYKIT_TOKEN", help="Require this bearer token [env: DEPLOYKIT_TOKEN].")
-@click.option("--schema", type=click.Path(dir_okay=False), default=None, help="schema.json with the input columns.")
-@click.option("--name", default=None, help="Model name in /health and V2 routes [default: file name].")
-@click.option("--certfile", default=None, help="TLS certificate (PEM); serves HTTPS.")
-@click.option("--keyfile", default=None, help="TLS private key (PEM).")
-@_handle
-def serve(model: str, host: str, port: int, token: str | None, schema: str | None, name: str | None,
-          certfile: str | None, keyfile: str | None) -> None:
-    """Serve MODEL in the foreground with the local target's server (Ctrl-C stops it)."""
-    from deploykit.artifact import load_artifact
-    from deploykit_plugins.local.app import ServerConfig
-    from deploykit_plugins.local.server import bind, serve as run
-
-    artifact = load_artifact(model, schema)
-    try:
-        sock = bind(host, port)
-    except OSError as exc:
-        raise DeployKitError(f"cannot listen on {host}:{port} ({exc.strerror}); pass --port with a free port") from None
-    click.echo(f"serving {artifact.name} on {'https' if certfile else 'http'}://{host}:{sock.getsockname()[1]} "
-               f"(docs at /docs)", err=True)
-    run(artifact, ServerConfig(name or artifact.name, 1, token), [sock], certfile=certfile, keyfile=keyfile)
-
-
-@cli.command()
 @_json_option
 @_handle
 def targets(as_json: bool) -> None:

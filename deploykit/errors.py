@@ -7,6 +7,7 @@
     ├── TargetError              a target cannot be used
     │   ├── UnknownTargetError       nobody registered that name
     │   └── TargetUnavailableError   registered, but its SDK (extra) is not installed
+    ├── PluginError              a plugin is broken: a misspelt hook implementation, a missing dependency
     ├── InvalidNameError         a deployment name no target accepts, or that would escape .deploykit/
     ├── NotDeployedError         no record for that name (and target) in metadata.yaml
     ├── DeploymentError          create/update/rollback/delete failed on the target
@@ -36,6 +37,7 @@ __all__ = [
     "MetadataError",
     "NotDeployedError",
     "PayloadError",
+    "PluginError",
     "SchemaError",
     "ScoringError",
     "SmokeTestError",
@@ -71,6 +73,10 @@ class UnknownTargetError(TargetError):
 
 class TargetUnavailableError(TargetError):
     """The target is registered but its SDK is missing; the message names the extra."""
+
+
+class PluginError(DeployKitError):
+    """A plugin cannot be loaded: a hook implementation no hook matches, or a dependency it lacks."""
 
 
 class InvalidNameError(DeployKitError):

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from deploykit.deployment import Deployment
     from deploykit.schema import Schema
     from deploykit.payload import Format
-    from deploykit.target import TargetRegistry
+    from deploykit.registry import TargetRegistry
 
 hookspec = pluggy.HookspecMarker("deploykit")
 hookimpl = pluggy.HookimplMarker("deploykit")

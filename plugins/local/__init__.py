@@ -11,6 +11,14 @@ from deploykit.hookspecs import hookimpl
 def deploykit_register_targets(registry: Any) -> None:
     """Register the local target (needs only deploykit's own dependencies)."""
     registry.add("local", "deploykit_plugins.local.target:LocalTarget",
-                 settings="deploykit_plugins.local.target:LocalSettings",
+                 settings="deploykit_plugins.local.settings:LocalSettings",
                  requires=("fastapi", "uvicorn"),
                  description="a FastAPI server on this machine (the default)")
+
+
+@hookimpl
+def deploykit_register_commands(cli: Any) -> None:
+    """Add ``deploykit serve`` (the local server in the foreground)."""
+    from deploykit_plugins.local.commands import serve_command
+
+    cli.add_command(serve_command)

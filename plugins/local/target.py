@@ -18,7 +18,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from deploykit_plugins.local.settings import (
+    LocalSettings,
+    ServerDocument,
+    write_document,
+)
+from deploykit_plugins.local.sockets import bind
 
 from deploykit.artifact import Artifact
 from deploykit.deployment import Deployment
@@ -27,32 +32,10 @@ from deploykit.http import close_pools, request_json
 from deploykit.payload import Predictions, encode
 from deploykit.process import alive, cmdline, free_port, log_tail, spawn
 from deploykit.target import TargetContext, wait_until
-from deploykit_plugins.local.server import TOKEN_ENV, bind
 
 __all__ = ["LocalSettings", "LocalTarget"]
 
 _SERVER_MODULE = "deploykit_plugins.local.server"
-
-
-class LocalSettings(BaseModel):
-    """The ``local:`` section of credentials.yaml; every key is optional."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    host: str = "127.0.0.1"
-    port: int = Field(0, ge=0, le=65535, description="0 picks a free port on first deploy")
-    token: SecretStr | None = None
-    certfile: str | None = None
-    keyfile: str | None = None
-    max_body_bytes: int = Field(32 * 1024 * 1024, gt=0, description="larger request bodies get 413")
-    python: str | None = Field(None, description="interpreter for the server process (default: this one)")
-    workers: int = Field(1, ge=1, le=64, description="serving processes, each with its own SO_REUSEPORT listener")
-    batch_wait_ms: float = Field(2.0, ge=0, le=1000,
-                                 description="how long concurrent requests may wait to be scored in one "
-                                             "predict call; 0 turns micro-batching off")
-    max_batch_rows: int = Field(256, ge=1, description="most rows scored in one predict call")
-    allow_extra_columns: bool | None = Field(None, description="drop columns the schema does not know instead "
-                                                               "of answering 422 (default: the schema's own setting)")
 
 
 def _is_our_server(pid: int) -> bool:
@@ -126,20 +109,15 @@ class LocalTarget:
         logs.mkdir(parents=True, exist_ok=True)
         state_file = run / f"{name}-{revision}-{time.time_ns()}.json"
         log = logs / f"{name}.log"
-        cmd = [self.settings.python or sys.executable, "-m", _SERVER_MODULE, "--model", str(model),
-               "--schema", str(schema), "--name", name, "--revision", str(revision), "--host", host,
-               "--port", str(port), "--reuse-port", "--state-file", str(state_file),
-               "--max-body-bytes", str(self.settings.max_body_bytes), "--workers", str(self.settings.workers),
-               "--batch-wait-ms", str(self.settings.batch_wait_ms),
-               "--max-batch-rows", str(self.settings.max_batch_rows)]
-        if self.settings.allow_extra_columns is not None:
-            cmd.append("--allow-extra-columns" if self.settings.allow_extra_columns else "--no-allow-extra-columns")
-        if self.settings.certfile:
-            cmd += ["--certfile", self.settings.certfile, "--keyfile", self.settings.keyfile or self.settings.certfile]
+        # One settings document, readable by this user only, holds everything (the token too):
+        # nothing secret goes on the command line or into the environment.
+        document = state_file.with_suffix(".settings")
+        settings = self.settings.model_copy(update={"port": port})
+        write_document(document, ServerDocument(model=str(model), schema_file=str(schema), name=name,
+                                                revision=revision, reuse_port=True, state_file=str(state_file),
+                                                settings=settings))
+        cmd = [self.settings.python or sys.executable, "-m", _SERVER_MODULE, "--settings", str(document)]
         env = dict(os.environ)
-        env.pop(TOKEN_ENV, None)
-        if self._token:
-            env[TOKEN_ENV] = self._token
         proc = spawn(cmd, env, log)
         url = f"{self._scheme}://{'127.0.0.1' if host == '0.0.0.0' else host}:{port}"
         ids = {"pid": proc.pid, "port": port, "host": host, "model_file": str(model), "schema_file": str(schema),

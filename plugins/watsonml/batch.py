@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from deploykit.payload import Predictions
     from deploykit_plugins.watsonml.target import WatsonTarget
 
-__all__ = ["ensure_batch_deployment", "main", "run_job", "score_batch"]
+__all__ = ["ensure_batch_deployment", "main", "run_job", "score_batch", "score_on_batch_deployment"]
 
 _JOB_DONE = {"completed"}
 _JOB_FAILED = {"failed", "canceled", "cancelled"}
@@ -124,28 +124,34 @@ def run_job(target: WatsonTarget, deployment: Deployment, frame: pd.DataFrame, t
     return result
 
 
+def score_on_batch_deployment(target: WatsonTarget, deployment: Deployment, frame: pd.DataFrame,
+                              timeout: float) -> Predictions:
+    """``WatsonTarget.score_batch``: ensure the batch deployment (its id goes into
+    ``deployment.ids["batch_deployment_uid"]`` for the caller to record), then run one job."""
+    deployment.ids["batch_deployment_uid"] = ensure_batch_deployment(target, deployment, timeout)
+    return run_job(target, deployment, frame, timeout)
+
+
 def score_batch(name: str, data: Any, *, credentials: str | Path | None = None, metadata: str | Path | None = None,
                 timeout: float = 600.0, progress: Callable[[str], None] | None = None) -> Predictions:
     """Score ``data`` through a Watson batch job on the deployment ``name``; returns Predictions.
 
     ``data`` is anything ``deploykit.score`` accepts: a DataFrame, records, any wire format, or
-    the path of a JSON or CSV file. The batch deployment is created on first use and recorded.
+    the path of a JSON or CSV file. The batch deployment is created on first use and its id
+    recorded in metadata.yaml (also when the job itself fails, so ``delete`` removes it).
     """
     from deploykit import payload
-    from deploykit.lifecycle import read_payload
-    from deploykit.metadata import DEFAULT_PATH, MetadataStore
-    from deploykit.target import open_target, terminal_progress
+    from deploykit.lifecycle import open_deployment, read_payload, save_ids
 
-    store = MetadataStore(metadata if metadata is not None else DEFAULT_PATH)
-    with store.transaction() as state:
-        current = state.get(name, "watsonml")
-        target = open_target("watsonml", credentials, store.state_dir, progress or terminal_progress(), timeout)
-        frame = payload.decode(read_payload(data), current.columns or None)
-        batch_id = target.ensure_batch_deployment(current, timeout)
-        if current.ids.get("batch_deployment_uid") != batch_id:
-            current.ids["batch_deployment_uid"] = batch_id
-            state.put(current)
-    return target.score_batch(current, frame, timeout)  # type: ignore[no-any-return]
+    current, target = open_deployment(name, target="watsonml", credentials=credentials, metadata=metadata,
+                                      timeout=timeout, progress=progress)
+    frame = payload.decode(read_payload(data), current.columns or None)
+    recorded = current.ids.get("batch_deployment_uid")
+    try:
+        return target.score_batch(current, frame, timeout)  # type: ignore[attr-defined,no-any-return]
+    finally:
+        if current.ids.get("batch_deployment_uid") != recorded:
+            save_ids(current, metadata=metadata)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -412,8 +412,10 @@ class WatsonTarget:
         return ensure_batch_deployment(self, current, timeout)
 
     def score_batch(self, deployment: Deployment, frame: pd.DataFrame, timeout: float) -> Predictions:
-        """Run one batch job over ``frame`` on the record's batch deployment; wait; return its Predictions."""
-        from deploykit_plugins.watsonml.batch import run_job
+        """BatchScorer: score ``frame`` as one Watson batch job on ``deployment``'s batch deployment
+        (created or switched to the recorded revision first; its id is set in
+        ``deployment.ids["batch_deployment_uid"]`` for the caller to record); wait up to ``timeout``."""
+        from deploykit_plugins.watsonml.batch import score_on_batch_deployment
 
-        return run_job(self, deployment, frame, timeout)
+        return score_on_batch_deployment(self, deployment, frame, timeout)
 

@@ -53,3 +53,14 @@ def test_score_payload_errors(cli, project) -> None:
     assert bad_stdin.code == 1 and "stdin is not valid JSON" in bad_stdin.err
     not_deployed = cli("score", "bank", "-", stdin=json.dumps([{"a": 1}]))
     assert not_deployed.code == 1 and "no deployment named 'bank'" in not_deployed.err
+
+
+def test_bad_names_are_one_clear_error_and_write_nothing(cli, project, bank_model) -> None:
+    for name in ("../../x", "team/model", "m" * 200):
+        result = cli("deploy", bank_model, "--target", "memory", "--name", name, "--json")
+        assert result.code == 1 and "Traceback" not in result.err
+        body = result.json()  # exactly one JSON object on stdout
+        assert body["type"] == "InvalidNameError" and "deployment name" in body["error"] and "--name" in body["error"]
+        assert not project.metadata.exists() and not (project.dir / ".deploykit").exists()
+    human = cli("deploy", bank_model, "--target", "memory", "--name", "team/model")
+    assert human.code == 1 and human.err.startswith("deploykit: error: deployment name 'team/model'")

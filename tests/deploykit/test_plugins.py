@@ -127,3 +127,102 @@ def test_plugins_add_cli_commands() -> None:
         assert "hello" in CliRunner().invoke(group, ["--help"]).output
     finally:
         plugins.reset()
+
+
+def _plugin_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, source: str) -> str:
+    (tmp_path / f"{name}.py").write_text(source)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return name
+
+
+def test_a_misspelt_hook_implementation_is_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from deploykit.errors import PluginError
+
+    module = _plugin_module(tmp_path, monkeypatch, "dk_misspelt", (
+        "from deploykit.hookspecs import hookimpl\n"
+        "@hookimpl\n"
+        "def deploykit_register_target(registry):\n"
+        "    registry.add('x', object)\n"
+    ))
+    monkeypatch.setitem(plugins.BUILTIN_PLUGINS, "misspelt", module)
+    plugins.reset()
+    try:
+        with pytest.raises(PluginError, match=r"plugin 'dk_misspelt' has an invalid hook implementation: .*"
+                                              r"deploykit_register_target.*deploykit_register_targets"):
+            plugins.get_plugin_manager()
+    finally:
+        plugins.reset()
+
+
+def test_a_missing_builtin_is_skipped_but_a_missing_dependency_is_an_error(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from deploykit.errors import PluginError
+
+    monkeypatch.setitem(plugins.BUILTIN_PLUGINS, "gone", "dk_not_installed_anywhere.plugin")
+    plugins.reset()
+    try:
+        assert "local" in plugins.get_registry()  # a trimmed install: the absent plugin is simply not there
+        broken = _plugin_module(tmp_path, monkeypatch, "dk_broken", "import dk_its_sdk_is_missing\n")
+        monkeypatch.setitem(plugins.BUILTIN_PLUGINS, "broken", broken)
+        plugins.reset()
+        with pytest.raises(PluginError, match=r"built-in plugin 'broken' \(dk_broken\) cannot be imported: it needs "
+                                              r"the module 'dk_its_sdk_is_missing'"):
+            plugins.get_plugin_manager()
+    finally:
+        plugins.reset()
+
+
+def test_a_plugin_loads_its_own_artifact_sources(bank_model: Path) -> None:
+    from deploykit.artifact import Artifact, load_artifact
+    from deploykit.hookspecs import hookimpl
+
+    class Plugin:
+        @hookimpl
+        def deploykit_load_artifact(self, source, schema, credentials):
+            if not source.startswith("vault:/"):
+                return None
+            loaded = load_artifact(bank_model)
+            loaded.source = source
+            return loaded
+
+    plugins.reset()
+    plugins.get_plugin_manager().register(Plugin())
+    try:
+        answer = load_artifact("vault:/models/bank")
+        assert isinstance(answer, Artifact) and answer.source == "vault:/models/bank"
+        assert load_artifact(bank_model).source.endswith("bank-model.schema.json")  # the default still answers
+    finally:
+        plugins.reset()
+
+
+def test_sources_nobody_loads_say_what_to_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from deploykit.artifact import load_artifact
+    from deploykit.errors import ArtifactError
+
+    with pytest.raises(ArtifactError, match=r"no installed plugin loads 'vault:/models/bank'; pass a joblib/pickle"):
+        load_artifact("vault:/models/bank")
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "MLmodel").write_text("flavors: {}\n")
+    monkeypatch.setenv("DEPLOYKIT_PLUGINS", "local,memory")  # the mlflow plugin left out
+    plugins.reset()
+    try:
+        with pytest.raises(ArtifactError, match=r"is an MLflow model directory, but no installed plugin loads those; "
+                                                r"install the mlflow extra"):
+            load_artifact(folder)
+        with pytest.raises(ArtifactError, match=r"no installed plugin loads 'models:/bank@production' "
+                                                r"\(pip install 'deploykit\[mlflow\]'\)"):
+            load_artifact("models:/bank@production")
+    finally:
+        monkeypatch.delenv("DEPLOYKIT_PLUGINS")
+        plugins.reset()
+
+
+def test_registering_the_mlflow_plugin_imports_no_mlflow() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys; from deploykit.plugins import get_plugin_manager; from deploykit.artifact import load_artifact; "
+            "get_plugin_manager(); print('mlflow' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"

@@ -8,7 +8,7 @@ import yaml
 
 import deploykit
 from deploykit.artifact import load_artifact
-from deploykit.target import open_target
+from deploykit.lifecycle import open_target
 from deploykit_plugins.mlflow import serving
 from tests.plugins.mlflow.helpers import Hammer, contested_rows
 

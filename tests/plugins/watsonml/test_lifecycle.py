@@ -104,7 +104,7 @@ def test_space_name_is_resolved_to_its_id(cpd_project: WatsonProject, bank_model
 
 
 def test_status_and_list_report_watson_state(cpd_project: WatsonProject, bank_model) -> None:
-    from deploykit.target import open_target
+    from deploykit.lifecycle import open_target
 
     emu = cpd_project.emulator
     dep = deploykit.deploy(bank_model, target="watsonml", name="bank-model")

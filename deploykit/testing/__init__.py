@@ -1,0 +1,1 @@
+"""Test tooling for plugin authors and users: fixtures, the memory target, TargetContract."""

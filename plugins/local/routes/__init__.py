@@ -1,0 +1,19 @@
+"""The local server's routes, one module per protocol (each takes its shapes from ``deploykit.payload``)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from deploykit_plugins.local.routes import health, mlflow, records, v2, watson
+
+if TYPE_CHECKING:
+    from deploykit_plugins.local.asgi import RouteContext
+    from fastapi import FastAPI
+
+__all__ = ["mount"]
+
+
+def mount(app: FastAPI, ctx: RouteContext) -> None:
+    """Add every protocol's routes to ``app``."""
+    for module in (records, mlflow, watson, v2, health):
+        module.mount(app, ctx)

@@ -1,0 +1,69 @@
+"""The local server's settings, defined once: the ``local:`` section of credentials.yaml, the
+document the server process reads, and the ``deploykit serve`` options are all this model."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+__all__ = ["LocalSettings", "ServerDocument", "read_document", "write_document"]
+
+
+class LocalSettings(BaseModel):
+    """The ``local:`` section of credentials.yaml; every key is optional."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = Field("127.0.0.1", description="interface to listen on (0.0.0.0: every interface)")
+    port: int = Field(0, ge=0, le=65535, description="0 picks a free port on first deploy")
+    token: SecretStr | None = Field(None, description="require 'Authorization: Bearer <token>' on every route")
+    certfile: str | None = Field(None, description="TLS certificate (PEM); the server speaks HTTPS")
+    keyfile: str | None = Field(None, description="TLS private key (PEM) [default: the certfile]")
+    max_body_bytes: int = Field(32 * 1024 * 1024, gt=0, description="larger request bodies get 413")
+    python: str | None = Field(None, description="interpreter for the server process (default: this one)")
+    workers: int = Field(1, ge=1, le=64, description="serving processes, each with its own SO_REUSEPORT listener")
+    batch_wait_ms: float = Field(2.0, ge=0, le=1000,
+                                 description="how long concurrent requests may wait to be scored in one "
+                                             "predict call; 0 turns micro-batching off")
+    max_batch_rows: int = Field(256, ge=1, description="most rows scored in one predict call")
+    allow_extra_columns: bool | None = Field(None, description="drop columns the schema does not know instead "
+                                                               "of answering 422 (default: the schema's own setting)")
+
+    @property
+    def token_value(self) -> str | None:
+        """The bearer token in clear (None when no token is required)."""
+        return self.token.get_secret_value() if self.token else None
+
+
+class ServerDocument(BaseModel):
+    """Everything one server process needs, handed over as one JSON document (never argv)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(description="the model file or folder to serve")
+    schema_file: str | None = Field(None, description="schema.json with the input columns")
+    name: str = Field("model", description="model name in /health and the V2 routes")
+    revision: int = Field(1, ge=1, description="revision reported in /health and the V2 routes")
+    reuse_port: bool = Field(False, description="bind with SO_REUSEPORT (a replacement starts beside the old server)")
+    state_file: str | None = Field(None, description="where the process writes its pid and ports once it serves")
+    settings: LocalSettings = Field(default_factory=LocalSettings, description="the local: settings")
+
+
+def write_document(path: Path, document: ServerDocument) -> None:
+    """Write ``document`` to ``path`` readable by this user only (it may hold the token)."""
+    body = document.model_dump(mode="json")
+    body["settings"]["token"] = document.settings.token_value
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        json.dump(body, out)
+
+
+def read_document(path: Path) -> ServerDocument:
+    """Read the document and remove it, so the token does not stay on disk."""
+    try:
+        return ServerDocument.model_validate_json(path.read_bytes())
+    finally:
+        path.unlink(missing_ok=True)

@@ -1,0 +1,107 @@
+"""Worker processes: forking extra serving processes after the model is loaded, and stopping them.
+
+Each worker binds its own SO_REUSEPORT listener on the same port (the kernel spreads
+connections over them) and runs its own event loop and micro-batcher; the first process
+serves too and keeps the health socket. Workers stop with the main process (SIGTERM is passed
+on; on Linux they also get SIGTERM if it dies).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import sys
+import time
+from typing import Any
+
+from deploykit_plugins.local.sockets import bind, run_uvicorn
+
+__all__ = ["fork_workers", "stop_workers", "wait_ready"]
+
+
+def _die_with_parent(parent: int) -> None:
+    """Linux: get SIGTERM when the main process dies (even by SIGKILL), so no worker is orphaned."""
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # it died before prctl took effect
+        os._exit(0)
+
+
+def fork_workers(app: Any, public: socket.socket, health: socket.socket, count: int,
+                  certfile: str | None, keyfile: str | None) -> tuple[list[int], int]:
+    """Fork ``count`` workers, each with its own SO_REUSEPORT listener; returns their pids and a
+    pipe that each writes one byte to once it serves."""
+    host, port = public.getsockname()[:2]
+    parent = os.getpid()
+    ready_r, ready_w = os.pipe()
+    pids = []
+    for _ in range(count):
+        pid = os.fork()
+        if pid == 0:  # the worker
+            code = 0
+            try:
+                _die_with_parent(parent)
+                os.close(ready_r)
+                for inherited in (public, health):
+                    inherited.close()  # else connections routed to the main socket outlive it
+                own = bind(host, port, reuse_port=True)
+
+                def started() -> None:
+                    os.write(ready_w, b"1")
+                    os.close(ready_w)
+
+                run_uvicorn(app, [own], certfile, keyfile, started)
+            except BaseException as exc:  # noqa: BLE001  (a worker must never return into the parent's code)
+                if not isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                    print(f"deploykit server: worker {os.getpid()} failed: {exc!r}", file=sys.stderr, flush=True)
+                    code = 1
+            finally:
+                sys.stderr.flush()
+                os._exit(code)
+        pids.append(pid)
+    os.close(ready_w)
+    return pids, ready_r
+
+
+def wait_ready(ready_r: int, count: int, pids: list[int], timeout: float = 60.0) -> None:
+    import select
+
+    got = 0
+    deadline = time.monotonic() + timeout
+    while got < count and time.monotonic() < deadline:
+        readable, _, _ = select.select([ready_r], [], [], 0.1)
+        if readable:
+            data = os.read(ready_r, 64)
+            if not data:  # every worker closed its end: some died before serving
+                break
+            got += len(data)
+    os.close(ready_r)
+    if got < count:
+        print(f"deploykit server: only {got} of {count} extra workers started (pids {pids}); "
+              "serving with fewer", file=sys.stderr, flush=True)
+
+
+def stop_workers(pids: list[int], grace: float = 15.0) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    alive = set(pids)
+    while alive and time.monotonic() < deadline:
+        for pid in list(alive):
+            with contextlib.suppress(ChildProcessError):
+                done, _ = os.waitpid(pid, os.WNOHANG)
+                if not done:
+                    continue
+            alive.discard(pid)
+        time.sleep(0.02)
+    for pid in alive:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
