@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
     from deploykit.payload.predictions import Predictions
 
-__all__ = ["deploykit_register_formats"]
+__all__ = ["deploykit_register_formats", "missing_header_hint"]
 
 #: Content types read as CSV.
 MEDIA_TYPES = ("text/csv", "application/csv")
@@ -63,6 +63,24 @@ def _table_csv(obj: Any, columns: Sequence[str] | None, types: Mapping[str, str]
     if unnamed:
         raise PayloadError(f"the CSV header has empty column names ({unnamed}); name every column in the first line")
     return Table.from_frame(frame)
+
+
+def missing_header_hint(text: Any, names: Sequence[str]) -> str | None:
+    """For a CSV body that did not fit the schema: if its first line names none of the model's
+    columns, say it was read as the header (None otherwise)."""
+    import csv
+    import io
+
+    if not names or not isinstance(text, str):
+        return None
+    try:
+        header = next(csv.reader(io.StringIO(text, newline="")), [])
+    except csv.Error:
+        return None
+    if not header or set(header) & set(names):
+        return None
+    return (f"the first line was read as the header ({_short(','.join(header))}); CSV needs a header line "
+            f"naming the columns first: {','.join(names)}")
 
 
 def _encode_csv(frame: pd.DataFrame) -> str:

@@ -7,6 +7,7 @@ import hmac
 import logging
 import zlib
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
 
     from deploykit.artifact import Artifact
 
-__all__ = ["Endpoint", "HTTPProblem", "RouteContext", "dumps", "headers_of", "respond", "wants_csv"]
+__all__ = ["Endpoint", "HTTPProblem", "Raw", "RouteContext", "dumps", "headers_of", "respond", "wants_csv"]
 
 log = logging.getLogger("deploykit.server")
 
@@ -43,6 +44,15 @@ class HTTPProblem(Exception):
         self.message = message
         self.problems = problems or []
         self.code = code
+
+
+@dataclass(frozen=True)
+class Raw:
+    """An answer sent as it is: bytes, their media type and extra headers (V2 binary tensors)."""
+
+    body: bytes
+    media_type: str
+    headers: list[tuple[bytes, bytes]]
 
 
 def headers_of(scope: Mapping[str, Any]) -> dict[bytes, bytes]:
@@ -200,7 +210,9 @@ class Endpoint:
             self.ctx.check_auth(headers)
             body = await self.ctx.read_body(headers, receive)
             status, answer = await self.handler(scope, headers, body)
-            if isinstance(answer, str):
+            if isinstance(answer, Raw):
+                await respond(send, status, answer.body, answer.media_type, answer.headers)
+            elif isinstance(answer, str):
                 await respond(send, status, answer.encode(), "text/csv; charset=utf-8")
             else:
                 await respond(send, status, dumps(answer))

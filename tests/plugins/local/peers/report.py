@@ -32,6 +32,27 @@ model answering `x * scale` with the params `scale` (double) and `tag` (string).
 Every difference is deliberate and says why. Most are the local server's strict schema: a value
 the signature does not allow is a 422 naming the column, row, value and expected type, where
 MLflow casts it silently or answers 400.
+
+What the local server does for these protocols, in short:
+
+- `GET /ping` answers 200 with an empty body (MLflow's `ScoringServerClient.wait_server_ready()`
+  and SageMaker's container contract poll it); `GET /version` answers, as text, the
+  `mlflow_version` of an MLflow model's `MLmodel`, else deploykit's version.
+- MLflow `params` are checked against the signature's params schema: a wrong value is a 400
+  `INVALID_PARAMETER_VALUE` naming the param, the value and the declared type; a param the schema
+  does not declare is ignored, as MLflow does. Valid params reach a pyfunc model's
+  `predict(params=...)` (such a request is scored on its own, never batched with others). A
+  scikit-learn model takes no params (MLflow's sklearn flavour ignores them too), and a
+  joblib/pickle file has no params schema: there `params` is ignored, as MLflow ignores
+  undeclared params; it must still be a JSON object.
+- `/invocations` follows MLflow's Content-Type rule: a media-type parameter other than `charset`,
+  or a charset other than UTF-8, is a 415. It reads JSON, CSV (with a header; without one the 422
+  says that the first line was read as the header) and Parquet (`application/vnd.apache.parquet`).
+- V2 outputs use the binary tensor extension when asked: `parameters.binary_data_output: true`
+  for every output, or a requested output's `parameters.binary_data` (which wins); the answer is
+  the JSON header, then the raw tensors, with `Inference-Header-Content-Length` and each output's
+  `binary_data_size`. BF16 inputs are read from binary data (JSON has no BF16 form: a 400 says to
+  send binary). `GET /v2/models` lists the model served.
 """
 
 
