@@ -33,6 +33,9 @@ def _table_parquet(obj: Any, columns: Sequence[str] | None, types: Any = None) -
                            "DataFrame.to_parquet() writes, or JSON")
     try:
         frame = _pd().read_parquet(io.BytesIO(bytes(obj)))
+    except ImportError:
+        raise PayloadError("reading Parquet needs pyarrow where the server runs; pip install 'deploykit[parquet]', "
+                           "or send JSON or CSV") from None
     except Exception as exc:  # pyarrow raises several error types for a damaged file
         raise PayloadError(f"the Parquet body could not be read ({type(exc).__name__}: {exc}); send the bytes "
                            "DataFrame.to_parquet() writes") from None
