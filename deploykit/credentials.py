@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from deploykit.errors import CredentialsError
+from deploykit.files import decode_utf8
 
 __all__ = ["DEFAULT_PATH", "load_section", "validate_section"]
 
@@ -57,14 +58,27 @@ def _read_file(path: Path) -> dict[str, Any]:
     import yaml
 
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise CredentialsError(
             f"credentials file {str(path)!r} does not exist; copy credentials.example.yaml to it, "
             "or omit --credentials to use environment variables DEPLOYKIT_<TARGET>_<KEY>"
         ) from None
+    except IsADirectoryError:
+        raise CredentialsError(f"credentials file {str(path)!r} is a folder, not a file; give the path of the "
+                               "credentials YAML file (e.g. credentials.yaml)") from None
     except OSError as exc:
-        raise CredentialsError(f"credentials file {str(path)!r} cannot be read ({exc.strerror})") from None
+        raise CredentialsError(
+            f"credentials file {str(path)!r} cannot be read ({exc.strerror or exc}); check that it exists and "
+            "that your user may read it (chmod u+r)"
+        ) from None
+    try:
+        text = decode_utf8(raw)
+    except ValueError as exc:
+        raise CredentialsError(
+            f"credentials file {str(path)!r} is not UTF-8: {exc} cannot be decoded; save the file as UTF-8 "
+            f"(e.g. iconv -f latin1 -t utf-8 {path.name} > fixed.yaml)"
+        ) from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -87,15 +101,19 @@ def load_section(target: str, path: str | Path | None = None, *, env: Mapping[st
     """The ``target`` section of the credentials, interpolated, with env overrides applied.
 
     ``path`` None means ``./credentials.yaml`` if it exists, else environment variables only.
-    An explicit path that does not exist is an error.
+    An explicit path that does not exist is an error. Two bookkeeping keys ride along for
+    ``validate_section``: ``__source__`` (the file, for messages) and ``__folder__`` (its
+    folder, which relative paths in the section are read from; the cwd without a file).
     """
     environ: Mapping[str, str] = os.environ if env is None else env
     source = "environment"
+    folder = str(Path.cwd())
     data: dict[str, Any] = {}
     if path is not None or DEFAULT_PATH.is_file():
         file = Path(path) if path is not None else DEFAULT_PATH
         data = _read_file(file)
         source = str(file)
+        folder = str(file.resolve().parent)
     section = data.get(target)
     if section is None and target == "watsonml" and _LEGACY_WATSON_KEYS & set(data):
         section = {k: v for k, v in data.items() if not isinstance(v, dict)}
@@ -109,17 +127,22 @@ def load_section(target: str, path: str | Path | None = None, *, env: Mapping[st
         if var.startswith(prefix) and len(var) > len(prefix):
             section[var[len(prefix):].lower()] = value
     section.setdefault("__source__", source)
+    section.setdefault("__folder__", folder)
     return section
 
 
 def validate_section(model: Any, section: dict[str, Any], target: str) -> Any:
-    """Validate a section with the target's pydantic settings model; errors name the key and the fix."""
+    """Validate a section with the target's pydantic settings model; errors name the key and the fix.
+
+    Relative paths are resolved against ``section['__folder__']`` (validation context ``base_dir``).
+    """
     from pydantic import ValidationError
 
     source = section.get("__source__", "credentials")
-    data = {k: v for k, v in section.items() if k != "__source__"}
+    folder = section.get("__folder__") or str(Path.cwd())
+    data = {k: v for k, v in section.items() if not (k.startswith("__") and k.endswith("__"))}
     try:
-        return model.model_validate(data)
+        return model.model_validate(data, context={"base_dir": folder})
     except ValidationError as exc:
         lines = []
         for err in exc.errors():
@@ -130,7 +153,7 @@ def validate_section(model: Any, section: dict[str, Any], target: str) -> Any:
                 known = ", ".join(sorted(model.model_fields))
                 lines.append(f"'{key}' is not a {target} setting (known: {known})")
             elif not err["loc"]:  # a check across keys: its input is the whole section, secrets included
-                lines.append(err["msg"])
+                lines.append(err["msg"].removeprefix("Value error, "))
             else:
                 seen = "<hidden>" if _is_secret(key) else repr(err.get("input"))
                 lines.append(f"'{key}' = {seen}: {err['msg']}")

@@ -4,6 +4,7 @@
     ├── ArtifactError            model file missing, unreadable or not a model
     ├── CredentialsError         credentials file missing, bad YAML, missing key, unset ${ENV}
     ├── MetadataError            metadata.yaml unreadable or corrupt (never overwritten)
+    ├── FileWriteError           a file could not be written (read-only or full disk); also an OSError
     ├── TargetError              a target cannot be used
     │   ├── UnknownTargetError       nobody registered that name
     │   └── TargetUnavailableError   registered, but its SDK (extra) is not installed
@@ -22,7 +23,7 @@ Every message names the thing that failed, the value seen, and the fix.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NotRequired, TypedDict
 
 if TYPE_CHECKING:
     from deploykit.deployment import Deployment
@@ -33,11 +34,13 @@ __all__ = [
     "DeployKitError",
     "DeploymentError",
     "DeploymentTimeout",
+    "FileWriteError",
     "InvalidNameError",
     "MetadataError",
     "NotDeployedError",
     "PayloadError",
     "PluginError",
+    "Problem",
     "SchemaError",
     "ScoringError",
     "SmokeTestError",
@@ -61,6 +64,16 @@ class CredentialsError(DeployKitError):
 
 class MetadataError(DeployKitError):
     """metadata.yaml cannot be read or written; it is left untouched."""
+
+
+class FileWriteError(DeployKitError, OSError):
+    """A file could not be written (read-only or full filesystem, no permission); nothing was changed.
+
+    Also an ``OSError`` with the ``errno`` of the cause; ``str(err)`` is the user message.
+    """
+
+    def __str__(self) -> str:
+        return self.strerror or super().__str__()
 
 
 class TargetError(DeployKitError):
@@ -111,16 +124,36 @@ class PayloadError(DeployKitError):
     """A scoring payload has a shape or value deploykit cannot decode or encode."""
 
 
+class Problem(TypedDict):
+    """One offending field of a payload, as ``SchemaError.problems`` lists it.
+
+    ``column`` and ``row`` say where (None when the problem is not about one row, or, for a
+    ``more problems`` entry, not about one column); ``value`` is the value seen (long text and
+    large containers clipped to a short text); ``expected`` the column type; ``error`` a short
+    code such as ``wrong type``; ``message`` the sentence with the fix. Entries whose ``error``
+    is ``more rows`` or ``more problems`` stand for ``count`` further problems not listed.
+    """
+
+    column: str | None
+    row: int | None
+    value: Any
+    expected: str | None
+    error: str
+    message: str
+    count: NotRequired[int]
+
+
 class SchemaError(PayloadError):
     """The payload does not fit the model's input schema.
 
-    ``problems`` lists every offending field as dicts with ``column``, ``row``, ``value``,
-    ``expected`` and ``error`` keys, so a server can answer all of them at once.
+    ``problems`` lists the offending fields as ``Problem`` dicts (at most
+    ``deploykit.schema.MAX_PROBLEMS`` of them, then one entry counting the rest), so a server
+    can answer them all at once; the message names the first few and counts the rest.
     """
 
-    def __init__(self, message: str, problems: list[dict[str, Any]] | None = None) -> None:
+    def __init__(self, message: str, problems: list[Problem] | None = None) -> None:
         super().__init__(message)
-        self.problems = problems or []
+        self.problems: list[Problem] = problems or []
 
 
 class ScoringError(DeployKitError):

@@ -7,9 +7,23 @@ from typing import Any
 
 from deploykit.errors import ScoringError
 
-__all__ = ["close_pools", "request_json"]
+__all__ = ["base_url", "close_pools", "request_json"]
 
 _pools: dict[Any, Any] = {}
+#: Addresses a server listens on that a client cannot connect to, and the loopback address to use instead.
+_WILDCARDS = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1", "[::]": "::1"}
+
+
+def base_url(scheme: str, host: str, port: int) -> str:
+    """The URL a client on this machine uses for a server on ``host:port``.
+
+    An IPv6 address is bracketed (``http://[::1]:8000``); a wildcard listen address
+    (``0.0.0.0``, ``::``, empty) becomes the loopback address of its family.
+    """
+    host = _WILDCARDS.get(host.strip(), host.strip())
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"{scheme}://{host}:{int(port)}"
 
 
 def _pool(verify: bool | str) -> Any:

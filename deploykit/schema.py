@@ -2,16 +2,24 @@
 
 The check never casts a value silently. Each column type accepts:
 
-    integer   whole numbers (41, and 41.0, which JSON Schema also counts as an integer);
-              not 41.7, not true/false, not "41"
-    float     numbers (an integer such as 1500 is a float too); not booleans, not strings
-    string    text only (job: 5 is refused)
+    integer   whole numbers from -2**63 to 2**63-1 (41, and 41.0, which JSON Schema also counts
+              as an integer, but a number with a fraction or exponent only within +-2**53,
+              where it is exactly the whole number written); not 41.7, not true/false, not "41"
+    float     finite numbers (an integer such as 1500 is a float too); not +-inf, not
+              booleans, not strings
+    string    text only (job: 5 is refused); not text holding a lone surrogate, which no
+              UTF-8 encoder can write (NUL characters are text and pass)
     boolean   true/false only (not 0/1, not "yes")
     datetime  ISO 8601 text ("2024-05-01T12:00:00") or date-time objects
     any       anything
 
-A null is refused unless the column is ``nullable``. Every offending field is reported at once
-(up to ``MAX_PROBLEMS_PER_COLUMN`` rows per column, then a count of the rest).
+A null (None, or NaN, which counts as null) is refused unless the column is ``nullable``.
+Every offending field is reported at once, bounded: up to ``MAX_PROBLEMS_PER_COLUMN`` rows per
+column then a count of the rest, at most ``MAX_PROBLEMS`` entries in ``SchemaError.problems``
+then one entry counting the rest, and the message names the first ``MESSAGE_PROBLEMS``.
+
+A schema file is refused when a column is named twice, a type is unknown (the message lists
+``TYPES``), or ``nullable`` / ``allow_extra_columns`` is anything but true or false.
 """
 
 from __future__ import annotations
@@ -21,14 +29,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from deploykit.errors import ArtifactError, SchemaError
+from deploykit.errors import ArtifactError, Problem, SchemaError
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from deploykit.payload import Table
 
-__all__ = ["MAX_PROBLEMS_PER_COLUMN", "TYPES", "Column", "Schema", "describe_problems"]
+__all__ = ["MAX_PROBLEMS", "MAX_PROBLEMS_PER_COLUMN", "MESSAGE_PROBLEMS", "TYPES", "Column", "Schema",
+           "describe_problems"]
 
 #: The column types a schema may name, and what JSON values each accepts.
 TYPES = ("integer", "float", "string", "boolean", "datetime", "any")
@@ -47,10 +56,18 @@ _ALIASES = {
 
 #: Offending rows reported per column; the rest are counted in one more problem.
 MAX_PROBLEMS_PER_COLUMN = 10
+#: Entries kept in ``SchemaError.problems``; the rest are counted in one ``more problems`` entry.
+MAX_PROBLEMS = 100
+#: Problems the SchemaError message spells out; the rest are counted.
+MESSAGE_PROBLEMS = 10
 
 
-def _normal_type(name: str, column: str) -> str:
-    key = str(name).lower()
+def _normal_type(name: Any, column: str) -> str:
+    if not isinstance(name, str):
+        raise ArtifactError(
+            f"schema column {column!r} has type {name!r}, which is not a type name; use one of {', '.join(TYPES)}"
+        )
+    key = name.lower()
     key = _ALIASES.get(key, key)
     if key not in TYPES:
         raise ArtifactError(
@@ -106,6 +123,7 @@ class Schema:
                 'write it as {"columns": [{"name": "age", "type": "integer"}], "example": {"age": 41}}'
             )
         columns = []
+        seen: dict[str, int] = {}
         for i, col in enumerate(data["columns"]):
             if isinstance(col, str):
                 col = {"name": col}
@@ -113,17 +131,31 @@ class Schema:
                 raise ArtifactError(
                     f"{source}: columns[{i}] is {col!r}; each column needs at least a 'name'"
                 )
-            columns.append(
-                Column(str(col["name"]), _normal_type(col.get("type", "any"), col["name"]),
-                       bool(col.get("nullable", False)))
-            )
+            name = col["name"]
+            if not isinstance(name, str) or not name:
+                raise ArtifactError(f"{source}: columns[{i}] has name {name!r}; a column name is non-empty text")
+            if name in seen:
+                raise ArtifactError(
+                    f"{source}: column {name!r} is named twice (columns[{seen[name]}] and columns[{i}]); "
+                    "keep one of them"
+                )
+            seen[name] = i
+            nullable = col.get("nullable", False)
+            if not isinstance(nullable, bool):
+                raise ArtifactError(
+                    f"{source}: columns[{i}] ({name!r}) has nullable {nullable!r}; write true or false"
+                )
+            columns.append(Column(name, _normal_type(col.get("type", "any"), name), nullable))
         example = data.get("example") or {}
         if not isinstance(example, dict):
             raise ArtifactError(f"{source}: 'example' must be one row as an object, got {example!r}")
         unknown = sorted(set(example) - {c.name for c in columns})
         if unknown:
             raise ArtifactError(f"{source}: the example row has columns {unknown} that the schema lacks")
-        return cls(columns, example, bool(data.get("allow_extra_columns", False)))
+        allow_extra = data.get("allow_extra_columns", False)
+        if not isinstance(allow_extra, bool):
+            raise ArtifactError(f"{source}: allow_extra_columns is {allow_extra!r}; write true or false")
+        return cls(columns, example, allow_extra)
 
     @classmethod
     def read(cls, path: str | Path) -> Schema:
@@ -174,22 +206,25 @@ class Schema:
         own setting (extra columns are then dropped).
         """
         allow_extra = self.allow_extra_columns if allow_extra_columns is None else allow_extra_columns
-        problems: list[dict[str, Any]] = []
+        problems = _Problems()
         present = table.columns
         out: dict[str, Any] = {}
         missing = [c for c in self.columns if c.name not in present]
         if len(present) != len(self.columns) - len(missing) and not allow_extra:
             known = {c.name for c in self.columns}
-            extra = [name for name in present if name not in known]
-            for name in extra:
-                problems.append(_problem_extra(name, [c.name for c in missing]))
+            for name in present:
+                if name not in known:
+                    problems.add_lazily(lambda name=name: _problem_extra(name, [c.name for c in missing]))
         for col in missing:
-            problems.append({"column": col.name, "row": None, "value": None, "expected": col.type,
-                             "error": "missing column",
-                             "message": f"column {col.name!r} is missing (expected {col.type}); add it to every row"})
+            problems.add({"column": col.name, "row": None, "value": None, "expected": col.type,
+                          "error": "missing column",
+                          "message": f"column {col.name!r} is missing (expected {col.type}); add it to every row"})
         for col in self.columns:
             values = present.get(col.name)
             if values is None:
+                continue
+            if problems.full:  # bounded work: the rest of the columns are not checked one by one
+                problems.count_unchecked(col.name)
                 continue
             array, bad = _check_column(values, col, self.example.get(col.name))
             if bad:
@@ -197,7 +232,8 @@ class Schema:
             else:
                 out[col.name] = array
         if problems:
-            raise SchemaError(describe_problems(problems), problems)
+            listed = problems.done()
+            raise SchemaError(describe_problems(listed), listed)
         return out
 
     def validate(self, frame: pd.DataFrame, *, allow_extra_columns: bool | None = None) -> pd.DataFrame:
@@ -211,35 +247,96 @@ class Schema:
         return pd.DataFrame(columns, index=frame.index, copy=False)
 
 
-def describe_problems(problems: list[dict[str, Any]]) -> str:
-    """The SchemaError message: one clause per problem, each naming the column, the row, the
-    value seen, the type expected and the fix."""
-    lines = [p.get("message") or _message(p) for p in problems]
-    count = sum(1 for p in problems if p.get("error") != "more rows")
+class _Problems:
+    """All of one check's problems, bounded: at most MAX_PROBLEMS entries, the rest counted."""
+
+    def __init__(self) -> None:
+        self.items: list[Problem] = []
+        self.more = 0
+        self.unchecked: list[str] = []
+
+    @property
+    def full(self) -> bool:
+        return len(self.items) >= MAX_PROBLEMS
+
+    def __bool__(self) -> bool:
+        return bool(self.items or self.more or self.unchecked)
+
+    def add(self, problem: Problem) -> None:
+        if self.full:
+            self.more += problem.get("count", 1)
+        else:
+            self.items.append(problem)
+
+    def add_lazily(self, make: Any) -> None:
+        if self.full:
+            self.more += 1
+        else:
+            self.items.append(make())
+
+    def extend(self, problems: list[Problem]) -> None:
+        for p in problems:
+            self.add(p)
+
+    def count_unchecked(self, column: str) -> None:
+        self.unchecked.append(column)
+
+    def done(self) -> list[Problem]:
+        if not (self.more or self.unchecked):
+            return self.items
+        parts = []
+        if self.more:
+            parts.append(f"{self.more} more problems are not listed")
+        if self.unchecked:
+            names = ", ".join(map(repr, self.unchecked[:5])) + (", ..." if len(self.unchecked) > 5 else "")
+            parts.append(f"{len(self.unchecked)} more columns were not checked ({names})")
+        return [*self.items, {"column": None, "row": None, "value": None, "expected": None, "error": "more problems",
+                              "count": self.more, "message": "; ".join(parts) + ": fix the problems listed first"}]
+
+
+def _count(p: Problem) -> int:
+    return p.get("count", 0) if p.get("error") in ("more rows", "more problems") else 1
+
+
+def describe_problems(problems: list[Problem]) -> str:
+    """The SchemaError message: one clause for each of the first ``MESSAGE_PROBLEMS`` problems,
+    each naming the column, the row, the value seen, the type expected and the fix; then how
+    many more there are."""
+    count = sum(_count(p) for p in problems)
     noun = "problem" if count == 1 else "problems"
+    shown = [p for p in problems if p.get("error") not in ("more rows", "more problems")][:MESSAGE_PROBLEMS]
+    lines = [p.get("message") or _message(p) for p in shown]
+    if len(shown) < count:
+        lines.append(f"and {count - len(shown)} more (see the list of problems)")
     return f"payload does not fit the model's schema ({count} {noun}): " + "; ".join(lines)
 
 
-def _message(p: dict[str, Any]) -> str:
+def _message(p: Problem) -> str:
     where = f"column {p['column']!r}" + (f" row {p['row']}" if p.get("row") is not None else "")
     return f"{where}: {p.get('error')}, got {p.get('value')!r}, expected {p.get('expected')}"
 
 
-def _problem_extra(name: str, missing: list[str]) -> dict[str, Any]:
+def _problem_extra(name: str, missing: list[str]) -> Problem:
     import difflib
 
     close = difflib.get_close_matches(name, missing, n=1, cutoff=0.6)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
     return {"column": name, "row": None, "value": None, "expected": None, "error": "unexpected column",
-            "message": f"column {name!r} is not in the model's schema{hint}; remove it, or allow extra columns "
-                       "(local.allow_extra_columns: true) to have them dropped"}
+            "message": f"column {_clip(name)!r} is not in the model's schema{hint}; remove it, or allow extra "
+                       "columns (local.allow_extra_columns: true) to have them dropped"}
 
 
 # -- the column check ----------------------------------------------------------------------
 
 _NONE = type(None)
 _INT_MIN, _INT_MAX = -(2**63), 2**63 - 1
+#: Beyond this a float is not known to be the whole number the sender wrote (JSON parsers read
+#: -9223372036854775809 as the float -2**63, for instance).
+_EXACT = 2**53
 _FIX = {
+    "too large to be an exact whole number":
+        f"send it as a whole number between {_INT_MIN} and {_INT_MAX}, without a decimal point or exponent",
+    "not a finite number": "send a finite number",
     "integer": "send a whole number",
     "float": "send a number",
     "string": "send text",
@@ -256,7 +353,7 @@ class _Report:
     def __init__(self, col: Column, example: Any) -> None:
         self.col = col
         self.example = example
-        self.problems: list[dict[str, Any]] = []
+        self.problems: list[Problem] = []
         self.extra = 0
 
     def add(self, row: int, value: Any, error: str) -> None:
@@ -270,7 +367,7 @@ class _Report:
         if error == "null is not allowed":
             message = f"column {col.name!r} row {row}: expected {col.type}, got no value (null or absent); send a value"
         else:
-            fix = _FIX.get(col.type, "send a valid value")
+            fix = _FIX.get(error, _FIX.get(col.type, "send a valid value"))
             if self.example is not None and col.type in ("string", "boolean", "integer", "float") \
                     and error == "wrong type":
                 fix += f" such as {self.example!r}"
@@ -279,23 +376,72 @@ class _Report:
         self.problems.append({"column": col.name, "row": row, "value": jsonable(_clip(value)),
                               "expected": col.type, "error": error, "message": message})
 
-    def done(self) -> list[dict[str, Any]]:
+    def done(self) -> list[Problem]:
         if self.extra:
             self.problems.append({
                 "column": self.col.name, "row": None, "value": None, "expected": self.col.type,
-                "error": "more rows",
+                "error": "more rows", "count": self.extra,
                 "message": f"column {self.col.name!r}: {self.extra} more rows have problems like these"})
         return self.problems
 
 
+_REPR = None
+
+
+def _short_repr(value: Any) -> str:
+    global _REPR
+    if _REPR is None:
+        import reprlib
+
+        _REPR = reprlib.Repr()
+        _REPR.maxstring = _REPR.maxother = 80
+        _REPR.maxlist = _REPR.maxdict = _REPR.maxtuple = _REPR.maxset = 6
+        _REPR.maxlevel = 3
+    return _REPR.repr(value)
+
+
 def _clip(value: Any) -> Any:
-    if isinstance(value, str) and len(value) > 80:
-        return value[:77] + "..."
+    """``value`` as a problem shows it: text cut to 80 characters (lone surrogates escaped, so the
+    answer can be encoded), a large or deep container as a short text; scalars as they are."""
+    if isinstance(value, str):
+        if len(value) > 80:
+            value = value[:77] + "..."
+        if not value.isascii():
+            value = value.encode("utf-8", "backslashreplace").decode("utf-8")
+        return value
+    if isinstance(value, (list, dict, tuple)):
+        text = _short_repr(value)
+        return value if len(text) <= 80 and "..." not in text and _encodable(value) else text
+    if type(value) is int and not -(2**63) <= value < 2**64:  # beyond what a JSON encoder writes
+        return _big_int(value)
     return value
 
 
+def _encodable(value: Any) -> bool:
+    """Whether a small container can go into a JSON answer as it is (no huge int, no surrogate)."""
+    import orjson
+
+    try:
+        orjson.dumps(value)
+    except TypeError:  # orjson.JSONEncodeError is a TypeError
+        return False
+    return True
+
+
+def _big_int(value: int) -> str:
+    if value.bit_length() > 10_000:  # str() of it would be slow, or refused by Python itself
+        return f"an integer of {value.bit_length()} bits"
+    text = str(value)
+    return text if len(text) <= 80 else f"{text[:40]}...({len(text)} digits)"
+
+
 def _shown(value: Any) -> str:
-    text = repr(_clip(value)) if isinstance(value, str) else repr(value)
+    if isinstance(value, (list, dict, tuple)):
+        text = _short_repr(value)
+    elif type(value) is int and not -(2**63) <= value < 2**64:
+        text = _big_int(value)
+    else:
+        text = repr(_clip(value)) if isinstance(value, str) else repr(value)
     if type(value).__module__ == "numpy" and hasattr(value, "item"):
         text = repr(value.item())
     return text if len(text) <= 84 else text[:81] + "..."
@@ -318,7 +464,7 @@ def _is_null(value: Any) -> bool:
     return kind.__module__ == "numpy" and name.startswith("float") and value != value
 
 
-def _check_column(values: Any, col: Column, example: Any) -> tuple[Any, list[dict[str, Any]]]:
+def _check_column(values: Any, col: Column, example: Any) -> tuple[Any, list[Problem]]:
     """The column as a typed array, or the problems found in it. A nullable integer or boolean
     column is always ``Int64`` / ``boolean``, so the model sees one dtype whether or not a
     request holds nulls."""
@@ -332,7 +478,7 @@ def _check_column(values: Any, col: Column, example: Any) -> tuple[Any, list[dic
     return array, problems
 
 
-def _check_any(values: Any, col: Column, example: Any) -> tuple[Any, list[dict[str, Any]]]:
+def _check_any(values: Any, col: Column, example: Any) -> tuple[Any, list[Problem]]:
     if type(values) is list:
         return _check_list(values, col, example)
     dtype = getattr(values, "dtype", None)
@@ -345,7 +491,7 @@ def _check_any(values: Any, col: Column, example: Any) -> tuple[Any, list[dict[s
     return _check_ndarray(values, col, example)
 
 
-def _check_list(values: list[Any], col: Column, example: Any) -> tuple[Any, list[dict[str, Any]]]:
+def _check_list(values: list[Any], col: Column, example: Any) -> tuple[Any, list[Problem]]:
     import numpy as np
 
     kind = col.type
@@ -356,11 +502,13 @@ def _check_list(values: list[Any], col: Column, example: Any) -> tuple[Any, list
             return np.array(values, dtype=np.int64), []
         if kind == "float" and types <= {float, int} and float in types:
             arr = np.array(values, dtype=np.float64)
-            if not np.isnan(arr).any():
+            if np.isfinite(arr).all():
                 return arr, []
         elif kind == "float" and types <= {int}:
-            return np.array(values, dtype=np.float64), []
-        if kind == "string" and types <= {str}:
+            arr = np.array(values, dtype=np.float64)
+            if np.isfinite(arr).all():
+                return arr, []
+        if kind == "string" and types <= {str} and _all_encodable(values):
             return _objects(values), []
         if kind == "boolean" and types <= {bool}:
             return np.array(values, dtype=bool), []
@@ -379,7 +527,17 @@ def _check_list(values: list[Any], col: Column, example: Any) -> tuple[Any, list
     return _check_values(values, col, example)
 
 
+def _all_encodable(values: list[str]) -> bool:
+    """Whether every text is valid Unicode (no lone surrogate): one pass in C over them all."""
+    try:
+        "".join(values).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 _ACCEPT: dict[str, Any] = {}
+_INF = float("inf")
 
 
 def _accept_integer(v: Any) -> tuple[Any, str | None]:
@@ -398,6 +556,8 @@ def _accept_integer(v: Any) -> tuple[Any, str | None]:
             return None, "not a whole number"
         if not _INT_MIN <= f <= _INT_MAX:
             return None, "outside the 64-bit integer range"
+        if not -_EXACT <= f <= _EXACT:
+            return None, "too large to be an exact whole number"
         return int(f), None
     return None, "wrong type"
 
@@ -409,14 +569,24 @@ def _accept_float(v: Any) -> tuple[Any, str | None]:
         return None, "wrong type"
     if isinstance(v, numbers.Real):
         try:
-            return float(v), None
+            f = float(v)
         except OverflowError:
             return None, "too large for a 64-bit float"
+        if f in (_INF, -_INF):
+            return None, "not a finite number"
+        return f, None
     return None, "wrong type"
 
 
 def _accept_string(v: Any) -> tuple[Any, str | None]:
-    return (str(v), None) if isinstance(v, str) else (None, "wrong type")
+    if not isinstance(v, str):
+        return None, "wrong type"
+    if not v.isascii():
+        try:
+            v.encode("utf-8")
+        except UnicodeEncodeError:
+            return None, "not valid Unicode text (a lone surrogate)"
+    return str(v), None
 
 
 def _accept_boolean(v: Any) -> tuple[Any, str | None]:
@@ -447,7 +617,7 @@ _ACCEPT.update(integer=_accept_integer, float=_accept_float, string=_accept_stri
                datetime=_accept_datetime)
 
 
-def _check_values(values: Any, col: Column, example: Any) -> tuple[Any, list[dict[str, Any]]]:
+def _check_values(values: Any, col: Column, example: Any) -> tuple[Any, list[Problem]]:
     """The value-by-value check (mixed types, nulls, or anything off the fast path)."""
     accept = _ACCEPT[col.type]
     report = _Report(col, example)
@@ -499,7 +669,7 @@ def _objects(values: Any) -> Any:
     return out
 
 
-def _check_ndarray(arr: Any, col: Column, example: Any) -> tuple[Any, list[dict[str, Any]]]:
+def _check_ndarray(arr: Any, col: Column, example: Any) -> tuple[Any, list[Problem]]:
     import numpy as np
 
     kind, have = col.type, arr.dtype.kind
@@ -512,7 +682,7 @@ def _check_ndarray(arr: Any, col: Column, example: Any) -> tuple[Any, list[dict[
     if kind == "integer" and have == "f":  # e.g. pandas made an int column float to hold NaN
         nan = np.isnan(arr)
         safe = np.where(np.isfinite(arr), arr, 0.5)
-        whole = (safe == np.floor(safe)) & (safe >= -(2.0**63)) & (safe < 2.0**63)
+        whole = (safe == np.floor(safe)) & (safe >= -float(_EXACT)) & (safe <= float(_EXACT))
         if (whole | (nan & col.nullable)).all():
             if nan.any():
                 import pandas as pd
@@ -522,7 +692,7 @@ def _check_ndarray(arr: Any, col: Column, example: Any) -> tuple[Any, list[dict[
         return _check_values(arr.tolist(), col, example)
     if kind == "float" and have in "iuf":
         out = arr.astype(np.float64, copy=False)
-        if have == "f" and not col.nullable and np.isnan(out).any():
+        if have == "f" and (np.isinf(out).any() or (not col.nullable and np.isnan(out).any())):
             return _check_values(out.tolist(), col, example)
         return out, []
     if kind == "boolean" and have == "b":
@@ -532,7 +702,7 @@ def _check_ndarray(arr: Any, col: Column, example: Any) -> tuple[Any, list[dict[
     return _check_values(arr.tolist() if have != "M" else list(arr), col, example)
 
 
-def _check_extension(arr: Any, col: Column, example: Any) -> tuple[Any, list[dict[str, Any]]]:
+def _check_extension(arr: Any, col: Column, example: Any) -> tuple[Any, list[Problem]]:
     """pandas extension arrays: masked Int64/boolean/Float64, tz-aware date-times, strings, categories."""
     import numpy as np
 
@@ -546,5 +716,8 @@ def _check_extension(arr: Any, col: Column, example: Any) -> tuple[Any, list[dic
             (kind == "datetime" and have == "M"):
         return arr, []
     if kind == "float" and have in "iuf":
-        return arr.to_numpy(dtype=np.float64, na_value=np.nan), []
+        out = arr.to_numpy(dtype=np.float64, na_value=np.nan)
+        if np.isinf(out).any():
+            return _check_values(arr.to_numpy(dtype=object, na_value=None).tolist(), col, example)
+        return out, []
     return _check_values(arr.to_numpy(dtype=object, na_value=None).tolist(), col, example)

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
     from deploykit.artifact import Artifact
     from deploykit.deployment import Deployment
+    from deploykit.operations import PendingOperation
     from deploykit.payload import Predictions
 
 __all__ = ["BatchScorer", "Deployer", "Scorer", "Target", "TargetContext", "TargetInfo", "TargetRegistry", "wait_until"]
@@ -55,6 +56,17 @@ class Deployer(Protocol):
     def wait_ready(self, deployment: Deployment, timeout: float) -> Deployment:
         """Block until ``deployment`` serves, or raise DeploymentTimeout/DeploymentError."""
 
+    def reconcile(self, operation: PendingOperation, current: Deployment | None) -> Deployment | None:
+        """Settle what an interrupted ``operation`` (its process was killed) left on the platform.
+
+        ``current`` is the record metadata.yaml still holds (None after an interrupted create).
+        Find what the operation created by ``operation.ids``, or, where an id was never received,
+        by the deterministic names derived from ``operation.name``, ``operation.revision`` and
+        ``operation.planned`` (``model_sha256``). Return a Deployment to adopt when what the
+        operation made is complete, healthy and serves its model; otherwise remove everything it
+        made that ``current`` does not use and return None (``current`` keeps serving). Must be
+        idempotent: a reconcile may itself be killed and run again."""
+
 
 @runtime_checkable
 class Scorer(Protocol):
@@ -86,6 +98,10 @@ class TargetContext:
     state_dir: Path
     progress: Callable[[str], None] = field(default=lambda message: None)
     timeout: float = 600.0
+    #: Record ids of things that outlive this process the moment they are known
+    #: (``context.note(pid=4242, port=8000)``): the lifecycle writes them durably into the pending
+    #: operation in metadata.yaml, so a process killed right after leaves nothing unrecorded.
+    note: Callable[..., None] = field(default=lambda **ids: None)
 
 
 def wait_until(check: Callable[[], T | None], *, timeout: float, what: str,

@@ -1,21 +1,30 @@
-"""Shared fixtures: a trained example model, a project folder, and clean-up of server processes."""
+"""Shared fixtures: the trained example models and rows, and the sample third-party target.
+
+``project``, ``cli`` and ``memory`` come from deploykit's own pytest plugin (deploykit.testing,
+loaded through its ``pytest11`` entry point), exactly as plugin authors get them.
+"""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import signal
 import sys
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from deploykit.testing.models import ContractModels
+from deploykit.testing.project import stop_servers as _stop_servers  # noqa: F401  (tests.plugins.mlflow.conftest)
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "examples"))
 
 import train_model  # noqa: E402  (examples/ is not a package)
+
+from tests.sample_target import SampleInstall, install_sample_target  # noqa: E402
+
+pytest_plugins = ["pytester"]  # tests/deploykit/test_testing.py runs deploykit's plugin in an inner pytest
 
 
 def _train(folder: Path, seed: int) -> Path:
@@ -49,66 +58,38 @@ def bank_rows() -> list[dict]:
     return [{k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()} for row in frame.to_dict("records")]
 
 
-@dataclass
-class Project:
-    """A folder with credentials.yaml and metadata.yaml, the working directory of the test."""
+@pytest.fixture(scope="session")
+def bank_contract_rows(bank_model: Path, bank_model_v2: Path) -> list[dict]:
+    """Rows on which the two example fits predict different labels (plus two they agree on)."""
+    import joblib
+    import pandas as pd
 
-    dir: Path
-    credentials: Path
-    metadata: Path
-
-    def write_credentials(self, text: str) -> None:
-        self.credentials.write_text(text)
+    frame, _ = train_model.make_data(rows=2000, seed=7)
+    differ = joblib.load(bank_model).predict(frame) != joblib.load(bank_model_v2).predict(frame)
+    picked = pd.concat([frame[differ].head(8), frame[~differ].head(2)])
+    return [{k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()} for row in picked.to_dict("records")]
 
 
-def _stop_servers(folder: Path) -> None:
-    for state in (folder / ".deploykit" / "run").glob("*.json"):
-        with contextlib.suppress(OSError, ValueError, KeyError, ProcessLookupError):
-            os.kill(int(json.loads(state.read_text())["pid"]), signal.SIGKILL)
-    metadata = folder / "metadata.yaml"
-    if metadata.exists():  # also a server whose run file was never written
-        import yaml
+@pytest.fixture(scope="session")
+def bank_contract_models(tmp_path_factory: pytest.TempPathFactory, bank_model: Path, bank_model_v2: Path,
+                         bank_contract_rows: list[dict]) -> ContractModels:
+    """The example fits as TargetContract models, with a refusing model of their schema."""
+    from deploykit.testing import refusing_model
 
-        with contextlib.suppress(Exception):
-            data = yaml.safe_load(metadata.read_text()) or {}
-            for targets in (data.get("deployments") or {}).values():
-                for rec in targets.values():
-                    for ids in [rec.get("ids", {})] + [h.get("ids", {}) for h in rec.get("history", [])]:
-                        if ids.get("pid") and "state_file" in ids:
-                            with contextlib.suppress(ProcessLookupError):
-                                os.kill(int(ids["pid"]), signal.SIGKILL)
+    failing = refusing_model(tmp_path_factory.mktemp("refusing-model"), bank_model, name="bank-model")
+    return ContractModels(bank_model, bank_model_v2, bank_contract_rows, failing)
 
 
 @pytest.fixture
-def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Project:
-    """A fresh project folder (cwd) with a local-only credentials.yaml; servers left running are killed after."""
-    monkeypatch.chdir(tmp_path)
-    creds = tmp_path / "credentials.yaml"
-    creds.write_text("local:\n  port: 0\n")
-    yield Project(tmp_path, creds, tmp_path / "metadata.yaml")
-    _stop_servers(tmp_path)
+def sample_target(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Iterator[SampleInstall]:
+    """The sample third-party target (tests/sample_target), discoverable through the ``deploykit``
+    entry-point group for this test, in this process and in subprocesses (PYTHONPATH)."""
+    from deploykit import plugins
 
-
-@dataclass
-class CliResult:
-    """What a real `deploykit` process printed and returned."""
-
-    code: int
-    out: str
-    err: str
-
-    def json(self) -> dict:
-        return json.loads(self.out)
-
-
-@pytest.fixture
-def cli(project: Project):
-    """Run the real `deploykit` console script in the project folder: cli("deploy", "m.joblib", "--json")."""
-    import subprocess
-
-    def run(*args: str, stdin: str | None = None, timeout: float = 120) -> CliResult:
-        proc = subprocess.run([sys.executable, "-m", "deploykit", *map(str, args)], cwd=project.dir, input=stdin,
-                              capture_output=True, text=True, timeout=timeout)
-        return CliResult(proc.returncode, proc.stdout, proc.stderr)
-
-    return run
+    install = install_sample_target(tmp_path_factory.mktemp("site"))
+    for folder in install.paths:
+        monkeypatch.syspath_prepend(str(folder))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([*map(str, install.paths), os.environ.get("PYTHONPATH", "")]))
+    plugins.reset()
+    yield install
+    plugins.reset()

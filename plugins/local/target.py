@@ -11,8 +11,6 @@ import contextlib
 import errno
 import json
 import os
-import shutil
-import signal
 import sys
 import time
 from pathlib import Path
@@ -28,9 +26,10 @@ from deploykit_plugins.local.sockets import bind
 from deploykit.artifact import Artifact
 from deploykit.deployment import Deployment
 from deploykit.errors import DeploymentError, ScoringError
-from deploykit.http import close_pools, request_json
+from deploykit.files import atomic_copy, atomic_write
+from deploykit.http import base_url, close_pools, request_json
 from deploykit.payload import Predictions, encode
-from deploykit.process import alive, cmdline, free_port, log_tail, spawn
+from deploykit.process import alive, free_port, is_ours, log_tail, spawn, stop
 from deploykit.target import TargetContext, wait_until
 
 __all__ = ["LocalSettings", "LocalTarget"]
@@ -40,23 +39,13 @@ _SERVER_MODULE = "deploykit_plugins.local.server"
 
 def _is_our_server(pid: int) -> bool:
     """True if ``pid`` runs a deploykit local server (guards against a recycled pid)."""
-    cmd = cmdline(pid)
-    return alive(pid) and (cmd is None or _SERVER_MODULE.encode() in cmd)
+    return is_ours(pid, _SERVER_MODULE.encode())
 
 
 def _stop(pid: int, grace: float = 15.0) -> None:
-    """SIGTERM (uvicorn finishes in-flight requests), then SIGKILL after ``grace`` seconds."""
-    if not _is_our_server(pid):
-        return
+    """Stop our server ``pid`` gracefully (uvicorn finishes in-flight requests), SIGKILL after ``grace`` s."""
     close_pools()  # an idle TLS keep-alive connection of ours would hold up the graceful shutdown
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    if alive(pid):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+    stop(pid, grace, markers=(_SERVER_MODULE.encode(),))
 
 
 class LocalTarget:
@@ -82,14 +71,9 @@ class LocalTarget:
         folder.mkdir(parents=True, exist_ok=True)
         model = folder / ("model" + "".join(artifact.path.suffixes) if artifact.path.is_file() else "model")
         if not model.exists():
-            tmp = folder / (model.name + ".tmp")
-            if artifact.path.is_dir():
-                shutil.copytree(artifact.path, tmp, dirs_exist_ok=True)
-            else:
-                shutil.copy2(artifact.path, tmp)
-            os.replace(tmp, model)
+            atomic_copy(artifact.path, model)
         schema = folder / "schema.json"
-        schema.write_text(json.dumps(artifact.schema.to_dict(), indent=1))
+        atomic_write(schema, json.dumps(artifact.schema.to_dict(), indent=1).encode())
         return model, schema
 
     def _start(self, name: str, revision: int, model: Path, schema: Path, port: int, replacing: bool) -> Deployment:
@@ -119,7 +103,7 @@ class LocalTarget:
         cmd = [self.settings.python or sys.executable, "-m", _SERVER_MODULE, "--settings", str(document)]
         env = dict(os.environ)
         proc = spawn(cmd, env, log)
-        url = f"{self._scheme}://{'127.0.0.1' if host == '0.0.0.0' else host}:{port}"
+        url = base_url(self._scheme, host, port)
         ids = {"pid": proc.pid, "port": port, "host": host, "model_file": str(model), "schema_file": str(schema),
                "state_file": str(state_file), "log": str(log)}
         return Deployment(name=name, target="local", revision=revision, status="starting", url=url, ids=ids)
@@ -182,8 +166,8 @@ class LocalTarget:
             state: dict[str, Any] = json.loads(state_file.read_text())
             try:
                 # our own process on loopback, identified by pid: no certificate check needed
-                status, body = request_json("GET", f"{self._scheme}://127.0.0.1:{state['health_port']}/health",
-                                            timeout=2, retries=0, verify=False)
+                health = base_url(self._scheme, "127.0.0.1", state["health_port"]) + "/health"
+                status, body = request_json("GET", health, timeout=2, retries=0, verify=False)
             except ScoringError:
                 return None
             return state if status == 200 and body.get("pid") == pid else None
@@ -234,7 +218,7 @@ class LocalTarget:
                 if _is_our_server(int(state["pid"])):
                     name = path.name.rsplit("-", 2)[0]
                     out.append(Deployment(name=name, target="local", status="ready",
-                                          url=f"{self._scheme}://{self.settings.host}:{state['port']}", ids=state))
+                                          url=base_url(self._scheme, self.settings.host, state["port"]), ids=state))
         return out
 
     # -- Scorer ---------------------------------------------------------------------------

@@ -4,23 +4,34 @@
     deploykit.score("m", rows, metadata=...)
 
 It runs the whole deploy flow (metadata, revisions, rollback, smoke test) with no server, and
-scores by calling the model in process. ``MemoryTarget.fail_next`` makes the next call of a
-method fail, so users can test their pipeline's error handling.
+scores by calling the model in process. What it "serves" is held by a ``MemoryPlatform``; the
+``memory`` fixture of ``deploykit.testing`` gives each test a fresh one. ``fail_next`` makes the
+next call of a step fail with the error you choose, so users can test their pipeline's error
+handling::
+
+    memory.fail_next(Step.UPDATE, DeploymentError("quota exceeded"))
+    MemoryTarget.fail_next("update")          # the same on the current platform
 """
 
 from __future__ import annotations
 
 import itertools
-from typing import Any, ClassVar
+from collections.abc import Iterator
+from enum import Enum
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from deploykit.artifact import Artifact, load_artifact
 from deploykit.deployment import Deployment
-from deploykit.errors import DeploymentError, ScoringError
+from deploykit.errors import DeployKitError, DeploymentError, ScoringError
 from deploykit.hookspecs import hookimpl
 from deploykit.payload import Predictions
 from deploykit.target import TargetContext
+from deploykit.testing.isolation import on_reset
 
-__all__ = ["MemoryTarget"]
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["MemoryPlatform", "MemoryTarget", "Step"]
 
 
 @hookimpl
@@ -29,58 +40,142 @@ def deploykit_register_targets(registry: Any) -> None:
     registry.add("memory", MemoryTarget, description="in-process deployments for tests (no server)")
 
 
-class MemoryTarget:
-    """Deployer and Scorer whose deployments are entries in a process-wide dict."""
+class Step(str, Enum):
+    """A call of the memory target that ``fail_next`` can make fail."""
 
-    #: deployment id -> (name, artifact) of what serves now
-    served: ClassVar[dict[str, tuple[str, Artifact]]] = {}
-    #: method name -> message: the next call of that method raises DeploymentError/ScoringError
-    failures: ClassVar[dict[str, str]] = {}
-    #: sha256 -> every model this process was asked to serve, for rollback
-    kept: ClassVar[dict[str, Artifact]] = {}
-    _ids = itertools.count(1)
+    DEPLOY = "deploy"
+    UPDATE = "update"
+    ROLLBACK = "rollback"
+    DELETE = "delete"
+    GET = "get"
+    LIST = "list"
+    WAIT_READY = "wait_ready"
+    SCORE = "score"
+
+
+def _step(step: Step | str) -> Step:
+    try:
+        return Step(step)
+    except ValueError:
+        known = ", ".join(s.value for s in Step)
+        raise ValueError(f"the memory target has no step {step!r} to fail; pass one of: {known}") from None
+
+
+class MemoryPlatform:
+    """The memory target's platform: what serves now, every model it was given, failures to inject."""
+
+    def __init__(self) -> None:
+        #: deployment id -> (name, artifact) of what serves now
+        self.served: dict[str, tuple[str, Artifact]] = {}
+        #: sha256 -> every model this platform was asked to serve, for rollback
+        self.kept: dict[str, Artifact] = {}
+        self._failures: dict[Step, list[Exception]] = {}
+        self._ids = itertools.count(1)
+
+    def new_id(self) -> str:
+        """A deployment id not used on this platform before."""
+        return f"mem-{next(self._ids)}"
+
+    def fail_next(self, step: Step | str, error: type[Exception] | Exception | str | None = None, *,
+                  message: str = "injected failure", times: int = 1) -> None:
+        """Make the next ``times`` calls of ``step`` raise ``error``.
+
+        ``error`` is an exception class (built with ``message``), an exception instance, or a
+        message string; by default a ScoringError for ``score`` and a DeploymentError otherwise.
+        """
+        chosen = _step(step)
+        if isinstance(error, str):
+            message, error = error, None
+        if isinstance(error, Exception):
+            raised = error
+        else:
+            cls = error or (ScoringError if chosen is Step.SCORE else DeploymentError)
+            if not (isinstance(cls, type) and issubclass(cls, Exception)):
+                raise TypeError(f"fail_next needs an exception class, an exception or a message, got {error!r}")
+            raised = cls(f"memory target: {message}")
+        self._failures.setdefault(chosen, []).extend([raised] * times)
+
+    def check(self, step: Step) -> None:
+        """Raise the failure queued for ``step``, if any (the target calls this first in every step)."""
+        queued = self._failures.get(step)
+        if queued:
+            raise queued.pop(0)
+
+    def pending_failures(self) -> dict[str, int]:
+        """Step name -> how many injected failures have not fired yet."""
+        return {step.value: len(errors) for step, errors in self._failures.items() if errors}
+
+    def names(self) -> list[str]:
+        """Names of the deployments that serve now, sorted."""
+        return sorted(name for name, _ in self.served.values())
+
+    def serving(self, name: str) -> Artifact | None:
+        """The model deployment ``name`` serves now, or None."""
+        return next((artifact for n, artifact in self.served.values() if n == name), None)
+
+    def remove(self, name: str) -> None:
+        """Drop deployment ``name`` behind deploykit's back (as if someone deleted it on the platform)."""
+        for dep_id in [i for i, (n, _) in self.served.items() if n == name]:
+            del self.served[dep_id]
+
+    def reset(self) -> None:
+        """Forget every deployment, kept model and pending failure."""
+        self.served.clear()
+        self.kept.clear()
+        self._failures.clear()
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        return iter((dep_id, name) for dep_id, (name, _) in self.served.items())
+
+
+class MemoryTarget:
+    """Deployer and Scorer whose deployments are entries of the current ``MemoryPlatform``."""
+
+    #: the platform every MemoryTarget of this process uses; ``deploykit.testing`` swaps in a fresh one per test
+    platform: ClassVar[MemoryPlatform] = MemoryPlatform()
 
     def __init__(self, context: TargetContext) -> None:
         self.context = context
 
     @classmethod
-    def fail_next(cls, method: str, message: str = "injected failure") -> None:
-        """Make the next call of ``method`` (deploy, update, rollback, delete, wait_ready, score) fail."""
-        cls.failures[method] = message
+    def fail_next(cls, step: Step | str, error: type[Exception] | Exception | str | None = None, *,
+                  message: str = "injected failure", times: int = 1) -> None:
+        """Make the next call of ``step`` (deploy, update, rollback, delete, get, list, wait_ready, score)
+        fail on the current platform; see ``MemoryPlatform.fail_next``."""
+        cls.platform.fail_next(step, error, message=message, times=times)
 
     @classmethod
     def reset(cls) -> None:
-        """Forget every deployment and pending failure."""
-        cls.served.clear()
-        cls.failures.clear()
-        cls.kept.clear()
+        """Forget every deployment and pending failure of the current platform."""
+        cls.platform.reset()
 
-    def _maybe_fail(self, method: str) -> None:
-        message = self.failures.pop(method, None)
-        if message is not None:
-            raise (ScoringError if method == "score" else DeploymentError)(f"memory target: {message}")
+    @classmethod
+    def use(cls, platform: MemoryPlatform | None = None) -> MemoryPlatform:
+        """Make ``platform`` (default: a fresh one) the one every MemoryTarget uses; return it."""
+        cls.platform = platform if platform is not None else MemoryPlatform()
+        return cls.platform
 
     def _serve(self, name: str, artifact: Artifact, revision: int, dep_id: str | None = None) -> Deployment:
-        dep_id = dep_id or f"mem-{next(self._ids)}"
-        self.kept[artifact.sha256] = artifact
-        self.served[dep_id] = (name, artifact)
+        dep_id = dep_id or self.platform.new_id()
+        self.platform.kept[artifact.sha256] = artifact
+        self.platform.served[dep_id] = (name, artifact)
         return Deployment(name=name, target="memory", revision=revision, status="starting",
                           url=f"memory://{dep_id}", ids={"deployment_id": dep_id, "model_file": str(artifact.path)})
 
     def deploy(self, artifact: Artifact, name: str) -> Deployment:
         """Hold ``artifact`` under a new deployment id."""
-        self._maybe_fail("deploy")
+        self.platform.check(Step.DEPLOY)
         return self._serve(name, artifact, 1)
 
     def update(self, current: Deployment, artifact: Artifact) -> Deployment:
         """Serve ``artifact`` under the same deployment id."""
-        self._maybe_fail("update")
+        self.platform.check(Step.UPDATE)
         return self._serve(current.name, artifact, current.revision + 1, current.ids["deployment_id"])
 
     def rollback(self, current: Deployment, previous: Deployment) -> Deployment:
         """Serve the model of ``previous`` again under the same id."""
-        self._maybe_fail("rollback")
-        artifact = self.kept.get(previous.model_sha256 or "")
+        self.platform.check(Step.ROLLBACK)
+        artifact = self.platform.kept.get(previous.model_sha256 or "")
         if artifact is None:  # another process deployed it: the file must still hold that model
             artifact = load_artifact(previous.ids["model_file"])
             if artifact.sha256 != previous.model_sha256:
@@ -92,32 +187,47 @@ class MemoryTarget:
 
     def delete(self, current: Deployment) -> None:
         """Drop the deployment."""
-        self._maybe_fail("delete")
-        self.served.pop(current.ids.get("deployment_id", ""), None)
+        self.platform.check(Step.DELETE)
+        self.platform.served.pop(current.ids.get("deployment_id", ""), None)
 
     def get(self, current: Deployment) -> Deployment:
-        """``ready`` if the id is held in this process, else ``stopped``."""
+        """``ready`` if the id is held on the platform, else ``stopped``."""
+        self.platform.check(Step.GET)
         refreshed = Deployment.from_dict(current.name, current.target, current.to_dict())
-        refreshed.status = "ready" if current.ids.get("deployment_id") in self.served else "stopped"
+        refreshed.status = "ready" if current.ids.get("deployment_id") in self.platform.served else "stopped"
         return refreshed
 
     def list(self) -> list[Deployment]:
-        """Every deployment held in this process."""
+        """Every deployment held on the platform."""
+        self.platform.check(Step.LIST)
         return [Deployment(name=n, target="memory", status="ready", url=f"memory://{i}", ids={"deployment_id": i})
-                for i, (n, _) in self.served.items()]
+                for i, n in self.platform]
 
     def wait_ready(self, deployment: Deployment, timeout: float) -> Deployment:
         """Ready at once (unless a failure was injected)."""
-        self._maybe_fail("wait_ready")
+        self.platform.check(Step.WAIT_READY)
         deployment.status = "ready"
         return deployment
 
-    def score(self, deployment: Deployment, frame: Any) -> Predictions:
-        """Validate ``frame`` against the schema and call the model in process."""
-        self._maybe_fail("score")
-        held = self.served.get(deployment.ids.get("deployment_id", ""))
+    def score(self, deployment: Deployment, frame: pd.DataFrame) -> Predictions:
+        """Validate ``frame`` against the schema and call the model in process.
+
+        A model that raises is a ScoringError naming the exception, as a server's 500 would be."""
+        self.platform.check(Step.SCORE)
+        held = self.platform.served.get(deployment.ids.get("deployment_id", ""))
         if held is None:
-            raise ScoringError(f"memory deployment {deployment.name!r} is not held in this process; deploy it again")
+            raise ScoringError(f"memory deployment {deployment.name!r} is not held in this process "
+                               f"(status 'stopped'); deploy it again")
         artifact = held[1]
         validated = artifact.schema.validate(frame) if artifact.schema.columns else frame
-        return artifact.predict(validated)
+        try:
+            return artifact.predict(validated)  # type: ignore[no-any-return]
+        except DeployKitError:
+            raise
+        except Exception as exc:  # the user's model failed: report it like an endpoint's error answer
+            raise ScoringError(f"the model of memory deployment {deployment.name!r} raised "
+                               f"{type(exc).__name__}: {exc}") from exc
+
+
+# deploykit.testing's pytest plugin gives every test an empty platform
+on_reset(MemoryTarget.use)

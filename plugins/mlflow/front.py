@@ -134,9 +134,9 @@ async def _serve(sock: socket.socket, backend: Backend, state_file: str | None, 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     if state_file:
-        tmp = Path(state_file + ".tmp")
-        tmp.write_text(json.dumps({"pid": os.getpid(), "port": sock.getsockname()[1]}))
-        os.replace(tmp, state_file)
+        from deploykit.files import atomic_write
+
+        atomic_write(Path(state_file), json.dumps({"pid": os.getpid(), "port": sock.getsockname()[1]}).encode())
     print(f"deploykit mlflow front: pid {os.getpid()} relaying {sock.getsockname()[0]}:{sock.getsockname()[1]} "
           f"to the backend named in {backend.path}", file=sys.stderr, flush=True)
     await stop.wait()

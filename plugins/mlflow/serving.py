@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -20,8 +19,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from deploykit import process
 from deploykit.errors import DeploymentError
-from deploykit.process import alive, cmdline, free_port, spawn
+from deploykit.files import atomic_write
+from deploykit.process import alive, free_port, group_alive, is_ours, spawn
 
 __all__ = ["FRONT_MODULE", "ServerFiles", "alive", "free_port", "group_alive", "is_backend", "is_front", "log_tail",
            "port_is_free", "read_backend", "root_cause", "start_backend", "start_front", "startup_failure", "stop",
@@ -70,9 +71,7 @@ class ServerFiles:
 
 def write_backend(path: Path, port: int, version: str | None = None) -> None:
     """Point the front at ``127.0.0.1:port`` (atomic replace, so the front never reads half a file)."""
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({"host": "127.0.0.1", "port": port, "version": version}))
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps({"host": "127.0.0.1", "port": port, "version": version}).encode())
 
 
 def read_backend(path: Path) -> int | None:
@@ -96,87 +95,29 @@ def start_front(host: str, port: int, files: ServerFiles, log: Path) -> subproce
         files.front_state.unlink()
     cmd = [sys.executable, "-m", FRONT_MODULE, "--host", host, "--port", str(port),
            "--backend-file", str(files.backend_file), "--state-file", str(files.front_state)]
-    env = dict(os.environ)
-    env["PYTHONUNBUFFERED"] = "1"
-    return spawn(cmd, env, log)
+    return spawn(cmd, process.child_environment({"PYTHONUNBUFFERED": "1"}), log)
 
 
 def is_backend(pid: int | None) -> bool:
     """True if ``pid`` is a running ``mlflow models serve`` (guards against a recycled pid)."""
-    if not pid or not alive(int(pid)):
-        return False
-    cmd = cmdline(int(pid))
-    return cmd is None or (b"mlflow" in cmd and b"serve" in cmd)
+    return is_ours(pid, b"mlflow") and is_ours(pid, b"serve")
 
 
 def is_front(pid: int | None) -> bool:
     """True if ``pid`` is a running deploykit front relay."""
-    if not pid or not alive(int(pid)):
-        return False
-    cmd = cmdline(int(pid))
-    return cmd is None or FRONT_MODULE.encode() in cmd
-
-
-def _group_members(pgid: int) -> list[int]:
-    """Running (not zombie) processes of group ``pgid``; [pgid] or [] where /proc is missing."""
-    proc = Path("/proc")
-    if not proc.is_dir():
-        try:
-            os.killpg(pgid, 0)
-        except (ProcessLookupError, PermissionError):
-            return []
-        return [pgid]
-    members = []
-    for entry in proc.iterdir():
-        if not entry.name.isdigit():
-            continue
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            fields = (entry / "stat").read_text().rsplit(") ", 1)[1].split()
-            if fields[0] != "Z" and int(fields[2]) == pgid:
-                members.append(int(entry.name))
-    return members
-
-
-def group_alive(pgid: int) -> bool:
-    """True while any process of group ``pgid`` runs (zombies waiting for a reaper do not count)."""
-    alive(pgid)  # reap our own child if it exited
-    return bool(_group_members(pgid))
-
-
-def _ours(pid: int) -> bool:
-    cmd = cmdline(pid)
-    return cmd is None or b"mlflow" in cmd or FRONT_MODULE.encode() in cmd
+    return is_ours(pid, FRONT_MODULE.encode())
 
 
 def stop(pid: int | None, grace: float = 20.0) -> None:
-    """SIGTERM the process group of ``pid`` (uvicorn finishes requests in flight), SIGKILL after ``grace``.
+    """Stop the process group of ``pid`` (uvicorn finishes requests in flight), SIGKILL after ``grace``.
 
     Only a group that still holds an MLflow or front process is signalled: a recycled pid is left alone."""
-    if not pid:
-        return
-    pid = int(pid)
-    alive(pid)
-    if not any(_ours(member) for member in _group_members(pid)):
-        return
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while group_alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    if group_alive(pid):
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, signal.SIGKILL)
+    process.stop(pid, grace, markers=(b"mlflow", FRONT_MODULE.encode()), group=True)
 
 
-def _server_lines(path: str | Path | None) -> list[str]:
+def _without_wrapper_traceback(lines: list[str]) -> list[str]:
     """The log's lines without the traceback ``mlflow models serve`` adds when its uvicorn child fails
     ("Command ... returned non zero return code"): what is left ends with the child's own error."""
-    if not path:
-        return []
-    try:
-        lines = Path(path).read_text(errors="replace").strip().splitlines()
-    except OSError:
-        return []
     if lines and "returned non zero return code" in lines[-1]:
         starts = [i for i, line in enumerate(lines) if line.startswith("Traceback (most recent call last)")]
         if starts and starts[-1] > 0:
@@ -186,12 +127,12 @@ def _server_lines(path: str | Path | None) -> list[str]:
 
 def log_tail(path: str | Path | None, lines: int = 15) -> str:
     """The last ``lines`` lines of a scoring server's log, its own error last ('' if unreadable)."""
-    return "\n".join(_server_lines(path)[-lines:])
+    return process.log_tail(path, lines, trim=_without_wrapper_traceback)
 
 
 def root_cause(path: str | Path | None) -> str | None:
     """The last ``SomethingError: message`` line of the log, i.e. why the server died."""
-    for line in reversed(_server_lines(path)):
+    for line in reversed(_without_wrapper_traceback(process.log_lines(path))):
         stripped = line.strip()
         head = stripped.split(":", 1)[0]
         if head and " " not in head and ("Error" in head or "Exception" in head or "Exit" in head) \

@@ -7,10 +7,16 @@
       s3_endpoint_url: http://minio:9000       # artifact store settings, when it is S3
       aws_access_key_id: ${AWS_ACCESS_KEY_ID}
       aws_secret_access_key: ${AWS_SECRET_ACCESS_KEY}
+      verify: true                             # TLS of tracking server and S3: true, false or a CA bundle
+      ca_bundle: certs/private-ca.pem          # a private CA to trust (relative to this file)
+
+``insecure_tls: true`` and ``s3_ignore_tls: true`` (older spellings) still work: they mean
+``verify: false`` and warn.
 
 MLflow reads its connection settings from environment variables and module globals, so
 ``connected(settings)`` sets them for the duration of one operation and restores them after;
-the scoring server process gets the same variables (``server_environment``).
+the scoring server process gets the same variables and a minimal environment besides
+(``server_environment``), never the deploying shell's other keys.
 """
 
 from __future__ import annotations
@@ -22,26 +28,32 @@ import sys
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator
 
 from deploykit.errors import ArtifactError, CredentialsError, DeploymentError
+from deploykit.process import child_environment, scoped_environ
+from deploykit.settings import Retries, TargetSettings
 
 __all__ = ["MlflowSettings", "connected", "ensure_reachable", "server_environment", "settings_for_loading"]
 
 
-class MlflowSettings(BaseModel):
-    """The ``mlflow:`` section of credentials.yaml; only ``tracking_uri`` is required."""
+class MlflowSettings(TargetSettings):
+    """The ``mlflow:`` section of credentials.yaml; only ``tracking_uri`` is required.
 
-    model_config = ConfigDict(extra="forbid")
+    ``verify`` / ``ca_bundle`` (from ``TargetSettings``) cover the tracking server, the registry
+    and an S3 artifact store alike.
+    """
+
+    section: ClassVar[str] = "mlflow"
+    deprecated_tls_keys: ClassVar[tuple[str, ...]] = ("insecure_tls", "s3_ignore_tls")
 
     tracking_uri: str = Field(description="MLflow tracking server, e.g. http://127.0.0.1:5000")
     registry_uri: str | None = Field(None, description="model registry, when it is not the tracking server")
     token: SecretStr | None = Field(None, description="bearer token (MLFLOW_TRACKING_TOKEN)")
     username: str | None = Field(None, description="basic-auth user (MLFLOW_TRACKING_USERNAME)")
     password: SecretStr | None = Field(None, description="basic-auth password (MLFLOW_TRACKING_PASSWORD)")
-    insecure_tls: bool = Field(False, description="skip TLS verification of the tracking server")
     experiment: str = Field("deploykit", description="experiment that holds the runs deploykit logs")
     registered_model: str | None = Field(None, description="registered model name (default: the deployment name)")
     alias: str = Field("production", description="alias moved to the served version")
@@ -50,7 +62,8 @@ class MlflowSettings(BaseModel):
     take_over_alias: bool = Field(False, description="allow deploying when the alias points at a version "
                                                      "this project did not deploy")
     delete_versions: bool = Field(False, description="delete also removes the versions deploykit registered")
-    serialization_format: Literal["cloudpickle", "pickle", "skops"] = "cloudpickle"
+    serialization_format: Literal["cloudpickle", "pickle", "skops"] = Field(
+        "cloudpickle", description="how the sklearn flavor stores the model")
     skops_trusted_types: list[str] | None = Field(
         None, description="with skops: the types to trust (default: the ones the model holds)")
     infer_pip_requirements: bool = Field(
@@ -62,12 +75,11 @@ class MlflowSettings(BaseModel):
     env_manager: Literal["local", "virtualenv", "uv", "conda"] = Field(
         "local", description="environment of the scoring server (local: this Python)")
     s3_endpoint_url: str | None = Field(None, description="S3 API endpoint (MLFLOW_S3_ENDPOINT_URL), e.g. MinIO")
-    aws_access_key_id: SecretStr | None = None
-    aws_secret_access_key: SecretStr | None = None
-    aws_session_token: SecretStr | None = None
-    aws_region: str | None = None
-    s3_ignore_tls: bool = False
-    request_retries: int = Field(3, ge=0, le=10, description="retries of each MLflow REST call")
+    aws_access_key_id: SecretStr | None = Field(None, description="S3 access key id (AWS_ACCESS_KEY_ID)")
+    aws_secret_access_key: SecretStr | None = Field(None, description="S3 secret key (AWS_SECRET_ACCESS_KEY)")
+    aws_session_token: SecretStr | None = Field(None, description="S3 session token (AWS_SESSION_TOKEN)")
+    aws_region: str | None = Field(None, description="S3 region (AWS_DEFAULT_REGION)")
+    request_retries: Retries = Field(3, description="retries of each MLflow REST call")
     request_timeout: int = Field(30, ge=1, description="timeout of each MLflow REST call, in seconds")
 
     @field_validator("stage", mode="before")
@@ -118,23 +130,32 @@ class MlflowSettings(BaseModel):
             "AWS_DEFAULT_REGION": self.aws_region,
         }
         env.update({k: v for k, v in plain.items() if v})
-        if self.insecure_tls:
+        trust = self.tls_verify
+        if trust is False:
             env["MLFLOW_TRACKING_INSECURE_TLS"] = "true"
-        if self.s3_ignore_tls:
             env["MLFLOW_S3_IGNORE_TLS"] = "true"
+        elif isinstance(trust, str):
+            env["MLFLOW_TRACKING_SERVER_CERT_PATH"] = trust
+            env["AWS_CA_BUNDLE"] = trust
         return env
 
 
+#: What an ``env_manager`` other than ``local`` needs to build the model's environment.
+_ENV_MANAGER_PREFIXES = {"virtualenv": ("PYENV", "PIP_", "VIRTUALENV_"), "uv": ("UV_", "PIP_"),
+                         "conda": ("CONDA", "MAMBA", "PIP_")}
+
+
 def server_environment(settings: MlflowSettings) -> dict[str, str]:
-    """The environment of an ``mlflow models serve`` process: ours, the settings', and a PATH that
-    starts with this interpreter's bin folder, because MLflow execs a bare ``uvicorn``."""
-    env = dict(os.environ)
-    env.update(settings.environment())
+    """The environment of an ``mlflow models serve`` process: a minimal one (``child_environment``),
+    the settings' variables, and a PATH that starts with this interpreter's bin folder, because
+    MLflow execs a bare ``uvicorn``."""
+    env = child_environment(settings.environment(),
+                            keep_prefixes=_ENV_MANAGER_PREFIXES.get(settings.env_manager, ()))
     bindir = str(Path(sys.executable).parent)
     path = env.get("PATH", "")
     if path.split(os.pathsep)[:1] != [bindir]:
         env["PATH"] = bindir + (os.pathsep + path if path else "")
-    env.setdefault("PYTHONUNBUFFERED", "1")
+    env["PYTHONUNBUFFERED"] = "1"
     return env
 
 
@@ -150,30 +171,24 @@ def connected(settings: MlflowSettings) -> Iterator[Any]:
 
     env = settings.environment()
     env["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"  # stdout may carry --json output
-    saved_env = {k: os.environ.get(k) for k in env}
     tracking_mod = _tracking_service.utils
     registry_mod = _model_registry.utils
     saved_uris = (getattr(tracking_mod, "_tracking_uri", None), getattr(registry_mod, "_registry_uri", None))
     log = logging.getLogger("mlflow")
     saved_level = log.level
-    os.environ.update(env)
-    mlflow.set_tracking_uri(settings.tracking_uri)
-    mlflow.set_registry_uri(settings.registry)
-    log.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings():
-            # advice meant for hand-written MLflow code (type hints, stage deprecation): deploykit's docs cover it
-            warnings.filterwarnings("ignore", message=r"(?s).*type hint", category=UserWarning)
-            warnings.filterwarnings("ignore", category=FutureWarning)
-            yield mlflow.MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.registry)
-    finally:
-        log.setLevel(saved_level)
-        tracking_mod._tracking_uri, registry_mod._registry_uri = saved_uris
-        for key, value in saved_env.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    with scoped_environ(env):
+        mlflow.set_tracking_uri(settings.tracking_uri)
+        mlflow.set_registry_uri(settings.registry)
+        log.setLevel(logging.ERROR)
+        try:
+            with warnings.catch_warnings():
+                # advice meant for hand-written MLflow code (type hints, stage deprecation): deploykit's docs cover it
+                warnings.filterwarnings("ignore", message=r"(?s).*type hint", category=UserWarning)
+                warnings.filterwarnings("ignore", category=FutureWarning)
+                yield mlflow.MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.registry)
+        finally:
+            log.setLevel(saved_level)
+            tracking_mod._tracking_uri, registry_mod._registry_uri = saved_uris
 
 
 def ensure_reachable(settings: MlflowSettings, error: type[Exception] = DeploymentError) -> None:
@@ -184,7 +199,9 @@ def ensure_reachable(settings: MlflowSettings, error: type[Exception] = Deployme
     import urllib3
 
     url = settings.tracking_uri + "/health"
-    pool = urllib3.PoolManager(cert_reqs="CERT_NONE" if settings.insecure_tls else "CERT_REQUIRED")
+    trust = settings.tls_verify
+    pool = urllib3.PoolManager(cert_reqs="CERT_NONE" if trust is False else "CERT_REQUIRED",
+                               ca_certs=trust if isinstance(trust, str) else None)
     try:
         pool.request("GET", url, timeout=urllib3.Timeout(connect=5, read=15), retries=urllib3.Retry(1, backoff_factor=0.2))
     except urllib3.exceptions.HTTPError as exc:

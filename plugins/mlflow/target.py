@@ -23,7 +23,7 @@ from typing import Any
 from deploykit.artifact import Artifact
 from deploykit.deployment import Deployment
 from deploykit.errors import DeploymentError, ScoringError
-from deploykit.http import request_json
+from deploykit.http import base_url, request_json
 from deploykit.payload import Predictions, encode
 from deploykit.target import TargetContext, wait_until
 from deploykit_plugins.mlflow import serving
@@ -49,9 +49,7 @@ class MlflowTarget:
         self.context.progress(message)
 
     def _url(self, port: int) -> str:
-        host = self.settings.host
-        host = "127.0.0.1" if host in ("0.0.0.0", "") else f"[{host}]" if ":" in host else host
-        return f"http://{host}:{port}"
+        return base_url("http", self.settings.host, port)
 
     def _register(self, client: Any, artifact: Artifact, name: str, model_name: str) -> dict[str, Any]:
         """A registered version for ``artifact``: the version a ``models:/`` artifact came from when it
@@ -241,7 +239,7 @@ class MlflowTarget:
             if exited:
                 raise serving.startup_failure(what, pid, ids.get("log"), proc.returncode if proc else None)
             try:
-                status, _ = request_json("GET", f"http://127.0.0.1:{port}/health", timeout=2, retries=0)
+                status, _ = request_json("GET", base_url("http", "127.0.0.1", port) + "/health", timeout=2, retries=0)
             except ScoringError:
                 return None
             return True if status == 200 else None

@@ -21,7 +21,6 @@ import email.utils
 import io
 import json
 import logging
-import os
 import re
 import sys
 import threading
@@ -31,6 +30,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 from deploykit.errors import CredentialsError, DeployKitError, DeploymentError, ScoringError
+from deploykit.process import scoped_environ
 
 __all__ = ["CLIENT_ENV_VARS", "WatsonCallError", "WatsonSession", "http_status", "parse_retry_after", "watson_reason"]
 
@@ -157,8 +157,8 @@ class WatsonSession:
 
     @property
     def verify(self) -> bool | str:
-        """The ``verify`` value passed to every client: True, False or a CA bundle path."""
-        return self.settings.verify  # type: ignore[no-any-return]
+        """The ``verify`` value passed to every client: True, False or a CA bundle path (``ca_bundle`` wins)."""
+        return self.settings.tls_verify  # type: ignore[no-any-return]
 
     def _credentials(self) -> Any:
         from ibm_watsonx_ai import Credentials
@@ -269,9 +269,10 @@ class WatsonSession:
         text = str(exc)
         if _tls_problem(exc):
             return CredentialsError(
-                f"the TLS certificate of watsonml.url = {s.url!r} is not trusted with watsonml.verify = {s.verify!r}; "
-                "set watsonml.verify to the path of the CA bundle (PEM) that signed it, or false to skip the "
-                "check (not for production)"
+                f"the TLS certificate of watsonml.url = {s.url!r} is not trusted with watsonml.verify = {s.verify!r}"
+                + (f" and watsonml.ca_bundle = {s.ca_bundle!r}" if s.ca_bundle else "")
+                + "; set watsonml.ca_bundle to the path of the CA bundle (PEM) that signed it, or watsonml.verify "
+                "to false to skip the check (not for production)"
             )
         if "must start with `https://`" in text or "invalid_url" in text:
             return CredentialsError(f"watsonml.url = {s.url!r} must start with https://; the client refuses plain http")
@@ -308,22 +309,21 @@ class WatsonSession:
     def _contained(self) -> Iterator[None]:
         from ibm_watsonx_ai.libs.repo.swagger_client.configuration import Configuration
 
-        saved_env = {name: os.environ.get(name) for name in CLIENT_ENV_VARS}
-        _apply_env(self._env)
         config = Configuration()  # type: ignore[no-untyped-call]
         saved_ca, saved_verify = config.ssl_ca_cert, config.verify_ssl
         config.ssl_ca_cert = self.verify if isinstance(self.verify, str) else None
         config.verify_ssl = self.verify is not False
         out = io.StringIO()
+        client_view: dict[str, str | None] = {}
         try:
-            with warnings.catch_warnings(), contextlib.redirect_stdout(_ThisThreadTo(out, sys.stdout)):
+            with scoped_environ({name: self._env.get(name) for name in CLIENT_ENV_VARS}) as client_view, \
+                    warnings.catch_warnings(), contextlib.redirect_stdout(_ThisThreadTo(out, sys.stdout)):
                 warnings.filterwarnings("ignore", module=r"ibm_watsonx_ai")
                 # httpx deprecates verify=<path>, which the client passes on for a CA bundle
                 warnings.filterwarnings("ignore", message=r"`verify=<str>` is deprecated", category=DeprecationWarning)
                 yield
         finally:
-            self._env = {name: os.environ.get(name) for name in CLIENT_ENV_VARS}  # the client's view, for next time
-            _apply_env(saved_env)
+            self._env = dict(client_view)  # the client's view, for next time
             config.ssl_ca_cert, config.verify_ssl = saved_ca, saved_verify
             if out.getvalue().strip():
                 log.debug("ibm-watsonx-ai printed: %s", out.getvalue().strip())
@@ -384,7 +384,7 @@ class WatsonSession:
         elif status == 404:
             fix = "it no longer exists on Watson (deleted outside deploykit?); deploy again to recreate it"
         elif _tls_problem(exc):
-            fix = "set watsonml.verify to the CA bundle that signed the server's certificate"
+            fix = "set watsonml.ca_bundle to the CA bundle (PEM) that signed the server's certificate"
         else:
             fix = "fix the cause above and run it again"
         message = f"Watson ML: {what} failed ({seen}); {fix}"
@@ -424,11 +424,3 @@ class _ThisThreadTo(io.TextIOBase):
     def flush(self) -> None:
         self.rest.flush()
 
-
-def _apply_env(values: dict[str, str | None]) -> None:
-    for name in CLIENT_ENV_VARS:
-        value = values.get(name)
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value

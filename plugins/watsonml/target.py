@@ -53,7 +53,6 @@ class WatsonTarget:
     def __init__(self, context: TargetContext) -> None:
         self.context = context
         self.settings: WatsonSettings = context.settings
-        self.settings.check()
         self.session = WatsonSession(self.settings, context.progress)
 
     # -- helpers --------------------------------------------------------------------------

@@ -15,16 +15,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 CORE = ROOT / "deploykit"
 
-#: Known imports of ``deploykit_plugins`` from the core, as "module: imported name". The ``serve``
-#: command is moving into the local plugin (its own branch); this constant is emptied when that
-#: branch is merged. Add nothing here: a core that imports a plugin breaks "a third-party target
-#: is indistinguishable from a built-in one".
-KNOWN_PLUGIN_IMPORTS_TO_REMOVE_AT_MERGE = {
-    "deploykit.cli: deploykit_plugins.local.app",
-    "deploykit.cli: deploykit_plugins.local.server",
-}
-
-
 def _module_name(path: Path) -> str:
     parts = list(path.relative_to(ROOT).with_suffix("").parts)
     if parts[-1] == "__init__":
@@ -113,10 +103,7 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 def test_the_core_imports_no_plugin() -> None:
     seen = {f"{name}: {target}" for name, imported in _core(names=False).items() for target in imported
             if target.split(".")[0] == "deploykit_plugins"}
-    new = sorted(seen - KNOWN_PLUGIN_IMPORTS_TO_REMOVE_AT_MERGE)
-    assert not new, "deploykit/ must not import deploykit_plugins; move this into a plugin hook: " + "; ".join(new)
-    fixed = sorted(KNOWN_PLUGIN_IMPORTS_TO_REMOVE_AT_MERGE - seen)
-    assert not fixed, f"these imports are gone: remove them from KNOWN_PLUGIN_IMPORTS_TO_REMOVE_AT_MERGE: {fixed}"
+    assert not seen, "deploykit/ must not import deploykit_plugins; move this into a plugin hook: " + "; ".join(sorted(seen))
 
 
 def test_no_import_cycle_among_core_modules() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -101,3 +102,40 @@ def test_cross_key_check_does_not_echo_the_section() -> None:
         validate_section(Pair, {"__source__": "c.yaml", "apikey": "", "token": "s3cret-value"}, "watsonml")
     assert "set apikey or password" in str(err.value)
     assert "s3cret-value" not in str(err.value)
+
+
+def test_non_utf8_file_names_the_byte_and_the_fix(tmp_path: Path) -> None:
+    creds = tmp_path / "c.yaml"
+    creds.write_bytes("local:\n  token: caf\xe9\n".encode("latin-1"))
+    with pytest.raises(CredentialsError) as info:
+        load_section("local", creds)
+    message = str(info.value)
+    assert str(creds) in message and "is not UTF-8: byte 0xe9 at offset 19 (line 2)" in message
+    assert "save the file as UTF-8" in message
+
+
+def test_folder_given_as_credentials_file(tmp_path: Path) -> None:
+    with pytest.raises(CredentialsError, match="is a folder, not a file"):
+        load_section("local", tmp_path)
+
+
+def test_non_utf8_credentials_through_the_cli(cli, project, bank_model) -> None:
+    (project.dir / "bad.yaml").write_bytes(b"local:\n  port: 0\n  token: \xff\xfe\n")
+    result = cli("deploy", bank_model, "--credentials", "bad.yaml")
+    assert result.code == 1 and "Traceback" not in result.err
+    assert "credentials file 'bad.yaml' is not UTF-8: byte 0xff at offset 26 (line 3)" in result.err
+    result = cli("deploy", bank_model, "--credentials", "bad.yaml", "--json")
+    assert result.code == 1 and "Traceback" not in result.err
+    body = json.loads(result.out)
+    assert body["type"] == "CredentialsError" and "save the file as UTF-8" in body["error"]
+    assert not project.metadata.exists() or "bank-model" not in project.metadata.read_text()
+
+
+def test_unreadable_credentials_through_the_cli(cli, project, bank_model) -> None:
+    (project.dir / "loop.yaml").symlink_to("loop.yaml")  # unreadable even for root: ELOOP
+    result = cli("deploy", bank_model, "--credentials", "loop.yaml", "--json")
+    assert result.code == 1 and "Traceback" not in result.err
+    body = json.loads(result.out)
+    assert body["type"] == "CredentialsError"
+    assert "credentials file 'loop.yaml' cannot be read (Too many levels of symbolic links)" in body["error"]
+    assert "may read it" in body["error"]

@@ -1,4 +1,5 @@
-"""The deploy flow on the in-process memory target: create, no-op, update, rollback, failures."""
+"""The deploy flow on the in-process memory target: the TargetContract, then what only memory can show
+(injected failures at every step, the change hook, every payload shape)."""
 
 from __future__ import annotations
 
@@ -9,12 +10,21 @@ import yaml
 
 import deploykit
 from deploykit.errors import DeploymentError, NotDeployedError, SmokeTestError
-from deploykit_plugins.memory import MemoryTarget
+from deploykit.testing import TargetContract
+from deploykit_plugins.memory import MemoryTarget, Step
 
 
-@pytest.fixture(autouse=True)
-def _fresh_memory() -> None:
-    MemoryTarget.reset()
+class TestMemoryTarget(TargetContract):
+    target = "memory"
+    bad_credentials = "memory: [not, a, mapping]\n"
+    bad_credentials_error = r"section 'memory' must be a mapping of keys"
+
+    @pytest.fixture
+    def contract_project(self, project, memory):
+        return project
+
+    def remove_outside_deploykit(self, contract, deployment) -> None:
+        MemoryTarget.platform.remove(deployment.name)
 
 
 def _deploy(model: Path, project, **kw):
@@ -51,23 +61,23 @@ def test_create_then_noop_then_update_then_rollback(project, bank_model, bank_mo
 
 
 def test_failed_create_records_nothing(project, bank_model) -> None:
-    MemoryTarget.fail_next("deploy", "quota exceeded")
+    MemoryTarget.fail_next("deploy", "quota exceeded")  # the spelling the README documents
     with pytest.raises(DeploymentError, match="quota exceeded"):
         _deploy(bank_model, project)
     assert not project.metadata.exists() or "bank" not in project.metadata.read_text()
 
 
-def test_failed_smoke_test_on_create_removes_the_deployment(project, bank_model) -> None:
-    MemoryTarget.fail_next("score", "endpoint returned 500")
+def test_failed_smoke_test_on_create_removes_the_deployment(project, memory, bank_model) -> None:
+    memory.fail_next(Step.SCORE, "endpoint returned 500")
     with pytest.raises(SmokeTestError, match="example row did not score.*endpoint returned 500"):
         _deploy(bank_model, project)
-    assert MemoryTarget.served == {}
+    assert memory.names() == []
     assert not project.metadata.exists() or "bank" not in project.metadata.read_text()
 
 
-def test_failed_cleanup_is_recorded_not_orphaned(project, bank_model) -> None:
-    MemoryTarget.fail_next("wait_ready", "never became ready")
-    MemoryTarget.fail_next("delete", "permission denied")
+def test_failed_cleanup_is_recorded_not_orphaned(project, memory, bank_model) -> None:
+    memory.fail_next(Step.WAIT_READY, "never became ready")
+    memory.fail_next(Step.DELETE, DeploymentError("memory target: permission denied"))
     with pytest.raises(DeploymentError, match="recorded in .* with status 'failed'"):
         _deploy(bank_model, project)
     assert _recorded(project)["status"] == "failed"
@@ -76,7 +86,7 @@ def test_failed_cleanup_is_recorded_not_orphaned(project, bank_model) -> None:
 def test_failed_update_smoke_test_rolls_back(project, bank_model, bank_model_v2, bank_rows) -> None:
     _deploy(bank_model, project)
     before = deploykit.score("bank", bank_rows, metadata=project.metadata)
-    MemoryTarget.fail_next("score", "model crashed")
+    MemoryTarget.fail_next("score", message="model crashed")
     with pytest.raises(SmokeTestError, match="revision 2 .* failed .*rolled back to revision 1"):
         _deploy(bank_model_v2, project)
     rec = _recorded(project)
@@ -92,18 +102,18 @@ def test_rollback_to_unknown_revision(project, bank_model) -> None:
         deploykit.rollback("bank", to=7, metadata=project.metadata)
 
 
-def test_delete_removes_record_and_deployment(project, bank_model) -> None:
+def test_delete_removes_record_and_deployment(project, memory, bank_model) -> None:
     _deploy(bank_model, project)
     gone = deploykit.delete("bank", metadata=project.metadata)
-    assert gone.action == "deleted" and MemoryTarget.served == {}
+    assert gone.action == "deleted" and memory.names() == []
     with pytest.raises(NotDeployedError):
         deploykit.status("bank", metadata=project.metadata)
 
 
-def test_status_and_list(project, bank_model) -> None:
+def test_status_and_list(project, memory, bank_model) -> None:
     _deploy(bank_model, project)
     assert deploykit.status("bank", metadata=project.metadata).status == "ready"
-    MemoryTarget.served.clear()
+    memory.remove("bank")
     assert deploykit.status("bank", metadata=project.metadata).status == "stopped"
     assert [d.name for d in deploykit.list_deployments(project.metadata)] == ["bank"]
 
@@ -142,3 +152,25 @@ def test_changed_hook_fires(project, bank_model) -> None:
     finally:
         pm.unregister(listener)
     assert seen == [("created", "bank", 1), ("deleted", "bank", 1)]
+
+
+def test_injected_error_types_reach_the_caller(project, memory, bank_model, bank_model_v2) -> None:
+    from deploykit.errors import DeploymentTimeout
+
+    _deploy(bank_model, project)
+    memory.fail_next(Step.UPDATE, DeploymentTimeout)
+    with pytest.raises(DeploymentTimeout, match="memory target: injected failure"):
+        _deploy(bank_model_v2, project)
+    assert memory.pending_failures() == {}
+    assert _recorded(project)["revision"] == 1
+
+    memory.fail_next("score", times=2)
+    with pytest.raises(deploykit.ScoringError):
+        deploykit.score("bank", [{}], metadata=project.metadata)
+    assert memory.pending_failures() == {"score": 1}
+
+
+def test_unknown_step_names_the_steps(memory) -> None:
+    with pytest.raises(ValueError, match="no step 'updat' to fail; pass one of: deploy, update, rollback"):
+        memory.fail_next("updat")
+

@@ -128,7 +128,7 @@ def test_a_file_that_is_no_model_creates_nothing(project: Any, tmp_path: Path) -
     (tmp_path / "weights.schema.json").write_text(json.dumps({"columns": [{"name": "a", "type": "integer"}]}))
     with pytest.raises(deploykit.ArtifactError, match="has no predict"):
         _deploy(path, project)
-    assert MemoryTarget.served == {}
+    assert MemoryTarget.platform.names() == []
     assert "bank" not in (project.metadata.read_text() if project.metadata.exists() else "")
 
 
@@ -137,7 +137,7 @@ def test_bad_names_are_refused_before_anything_is_written(project: Any, bank_mod
     with pytest.raises(InvalidNameError, match="deployment name"):
         _deploy(bank_model, project, name=name)
     assert not project.metadata.exists() and not (project.dir / ".deploykit").exists()
-    assert MemoryTarget.served == {}
+    assert MemoryTarget.platform.names() == []
 
 
 def test_the_default_name_is_made_valid_from_the_file_name(project: Any, bank_model: Path, tmp_path: Path) -> None:
@@ -198,7 +198,7 @@ class _ServerLoadsTheModel(MemoryTarget):
     def score(self, deployment: deploykit.Deployment, frame: Any) -> Any:
         from deploykit.payload import Predictions
 
-        held = self.served[deployment.ids["deployment_id"]][1]
+        held = self.platform.served[deployment.ids["deployment_id"]][1]
         if not held.loaded:
             return Predictions.from_model(["no"] * len(frame), None, None)
         return super().score(deployment, frame)
@@ -243,5 +243,5 @@ def test_a_target_that_loads_the_model_itself_still_names_a_bad_file(project: An
     monkeypatch.setattr(_ServerLoadsTheModel, "wait_ready", broken_server)
     with pytest.raises(deploykit.ArtifactError, match="holds a builtins.list, which has no predict"):
         deploykit.deploy(path, target=server_target, name="bank", metadata=project.metadata)
-    assert MemoryTarget.served == {}
+    assert MemoryTarget.platform.names() == []
     assert "bank" not in (project.metadata.read_text() if project.metadata.exists() else "")

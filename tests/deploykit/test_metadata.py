@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
 from pathlib import Path
 
 import pytest
@@ -65,7 +66,7 @@ def test_failed_write_leaves_old_file(tmp_path: Path, monkeypatch: pytest.Monkey
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr("os.replace", boom)
-    with pytest.raises(OSError):
+    with pytest.raises(MetadataError, match=r"cannot write metadata.yaml in .* \(ENOSPC: No space left on device\); the disk is full"):
         with store.transaction() as state:
             state.put(_record(revision=2))
     assert path.read_text() == before
@@ -116,3 +117,181 @@ def test_racing_writers_lose_nothing(tmp_path: Path) -> None:
         assert p.exitcode == 0
     names = {d.name for d in MetadataStore(path).read().all()}
     assert names == {f"w{w}-{i}" for w in range(3) for i in range(15)}
+
+
+# -- wrong-typed values, bad bytes, failing disks: clear errors, never tracebacks ------------
+
+@pytest.mark.parametrize(("body", "key", "seen"), [
+    ("    local:\n      revision: two\n", "deployments.bank-model.local.revision", "'two' (text)"),
+    ("    local:\n      revision: 1\n      ids: [1, 2]\n", "deployments.bank-model.local.ids", "[1, 2] (a list)"),
+    ("    local:\n      revision: 1\n      history: 5\n", "deployments.bank-model.local.history", "5 (a whole number)"),
+    ("    local: just text\n", "deployments.bank-model.local", "'just text' (text)"),
+    ("    local:\n      revision: true\n", "deployments.bank-model.local.revision", "True (a boolean)"),
+    ("    local:\n      columns: age\n", "deployments.bank-model.local.columns", "'age' (text)"),
+    ("    local:\n      history: [{revision: x}]\n", "deployments.bank-model.local.history[0].revision", "'x'"),
+    ("    local:\n      history: [7]\n", "deployments.bank-model.local.history[0]", "7"),
+])
+def test_wrong_typed_values_name_file_key_value_and_fix(tmp_path: Path, body: str, key: str, seen: str) -> None:
+    path = tmp_path / "metadata.yaml"
+    path.write_text("deployments:\n  bank-model:\n" + body)
+    before = path.read_bytes()
+    with pytest.raises(MetadataError) as info:
+        with MetadataStore(path).transaction() as state:
+            state.put(_record())
+    message = str(info.value)
+    assert message.startswith(f"{path}: {key} is {seen}")
+    assert "it must be" in message and "fix that value by hand" in message
+    assert path.read_bytes() == before
+
+
+def test_a_name_that_is_not_a_mapping_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "metadata.yaml"
+    path.write_text("deployments:\n  bank-model: 5\n")
+    with pytest.raises(MetadataError, match=r"deployments\.bank-model is 5 .*mapping from target name"):
+        MetadataStore(path).read()
+
+
+def test_unquoted_timestamps_in_a_hand_edited_file_read_as_text(tmp_path: Path) -> None:
+    path = tmp_path / "metadata.yaml"
+    path.write_text("deployments:\n  m:\n    memory:\n      revision: 1\n      created_at: 2024-05-01T12:00:00+00:00\n")
+    assert MetadataStore(path).read().get("m").created_at == "2024-05-01T12:00:00+00:00"
+
+
+def test_non_utf8_file_names_the_byte_offset(tmp_path: Path) -> None:
+    path = tmp_path / "metadata.yaml"
+    path.write_bytes(b"deployments:\n  caf\xe9: {}\n")
+    with pytest.raises(MetadataError, match=r"is not UTF-8 text: byte 18 \(line 2\) is 0xe9; .*re-save it as UTF-8"):
+        MetadataStore(path).read()
+    path.write_bytes(b"\xef\xbb\xbfdeployments:\n  caf\xe9: {}\n")  # after a byte-order mark, offsets still count it
+    with pytest.raises(MetadataError, match=r"byte 21 \(line 2\) is 0xe9"):
+        MetadataStore(path).read()
+    path.write_bytes(b"\xef\xbb\xbfdeployments: {}\n")
+    assert MetadataStore(path).read().all() == []
+
+
+def _failing(err: int, text: str) -> object:
+    def fail(*args: object, **kwargs: object) -> None:
+        raise OSError(err, text)
+    return fail
+
+
+@pytest.mark.parametrize(("patched", "err", "text", "code", "fix"), [
+    # simulated: the tests run as root, where a chmod'd folder does not stop writes
+    ("os.open", 30, "Read-only file system", "EROFS", "the file system is read-only"),
+    ("os.write", 28, "No space left on device", "ENOSPC", "the disk is full"),
+    ("os.fsync", 5, "Input/output error", "EIO", "an I/O error"),
+    ("os.replace", 13, "Permission denied", "EACCES", "permission denied"),
+])
+def test_a_failing_disk_is_a_clear_error_and_leaves_the_old_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, patched: str, err: int, text: str, code: str,
+        fix: str) -> None:
+    path = tmp_path / "metadata.yaml"
+    store = MetadataStore(path)
+    with store.transaction() as state:
+        state.put(_record())
+    before = path.read_bytes()
+    real_open = os.open
+
+    def open_tmp_fails(file: object, *args: object, **kwargs: object) -> int:
+        if str(file).endswith(".tmp"):
+            raise OSError(err, text)
+        return real_open(file, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(patched, open_tmp_fails if patched == "os.open" else _failing(err, text))
+    with pytest.raises(MetadataError) as info:
+        with store.transaction() as state:
+            state.put(_record(revision=2))
+    monkeypatch.undo()
+    message = str(info.value)
+    assert f"cannot write metadata.yaml in {tmp_path.resolve()} ({code}: {text}); {fix}" in message
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_a_temp_file_left_by_a_killed_writer_is_removed(tmp_path: Path) -> None:
+    path = tmp_path / "metadata.yaml"
+    stale = tmp_path / ".metadata.yaml.4242.1.tmp"
+    stale.write_text("half a file")
+    with MetadataStore(path).transaction() as state:
+        state.put(_record())
+    assert not stale.exists() and MetadataStore(path).read().get("m").revision == 1
+
+
+# -- paths relative to the metadata file ----------------------------------------------------
+
+def test_paths_are_stored_relative_and_follow_a_moved_project(tmp_path: Path) -> None:
+    old = tmp_path / "project"
+    store = MetadataStore(old / "metadata.yaml")
+    kept = store.state_dir / "artifacts" / "ab" / "model.joblib"
+    kept.parent.mkdir(parents=True)
+    kept.write_bytes(b"model")
+    outside = tmp_path / "shared" / "model.joblib"
+    dep = _record()
+    dep.ids = {"pid": 1, "model_file": str(kept), "log": str(store.state_dir / "logs" / "m.log"),
+               "schema_file": str(outside), "tracking_uri": "http://127.0.0.1:5000"}
+    dep.history = [{"revision": 0, "ids": {"model_file": str(kept)}}]
+    with store.transaction() as state:
+        state.put(dep)
+    stored = yaml.safe_load((old / "metadata.yaml").read_text())["deployments"]["m"]["memory"]
+    assert stored["ids"]["model_file"] == ".deploykit/artifacts/ab/model.joblib"
+    assert stored["ids"]["log"] == ".deploykit/logs/m.log"
+    assert stored["ids"]["schema_file"] == str(outside)  # outside the project: it does not move with it
+    assert stored["ids"]["tracking_uri"] == "http://127.0.0.1:5000"
+    assert stored["history"][0]["ids"]["model_file"] == ".deploykit/artifacts/ab/model.joblib"
+
+    new = tmp_path / "elsewhere" / "checkout"
+    new.parent.mkdir()
+    old.rename(new)
+    moved = MetadataStore(new / "metadata.yaml").read().get("m")
+    assert moved.ids["model_file"] == str(new / ".deploykit" / "artifacts" / "ab" / "model.joblib")
+    assert Path(moved.ids["model_file"]).read_bytes() == b"model"
+    assert moved.ids["log"] == str(new / ".deploykit" / "logs" / "m.log")
+    earlier = moved.revision_entry(0)
+    assert earlier is not None and Path(earlier.ids["model_file"]).exists()
+
+
+def test_absolute_paths_of_older_versions_still_read(tmp_path: Path) -> None:
+    path = tmp_path / "metadata.yaml"
+    kept = tmp_path / ".deploykit" / "artifacts" / "model.joblib"
+    kept.parent.mkdir(parents=True)
+    kept.write_bytes(b"m")
+    gone = "/old/checkout/.deploykit/artifacts/model.joblib"  # the project was moved since
+    path.write_text(f"deployments:\n  m:\n    local:\n      revision: 1\n"
+                    f"      ids: {{model_file: {kept}, state_file: {gone}, log: /nowhere/x.log}}\n")
+    ids = MetadataStore(path).read().get("m").ids
+    assert ids["model_file"] == str(kept)
+    assert ids["state_file"] == str(kept)  # mapped into this project's .deploykit
+    assert ids["log"] == "/nowhere/x.log"  # no such file here either: kept as written
+
+
+def test_pending_operation_paths_are_relative_too(tmp_path: Path) -> None:
+    store = MetadataStore(tmp_path / "metadata.yaml")
+    op = store.begin("m", "local", action="create", revision=1)
+    store.note(op, log=str(store.state_dir / "logs" / "m.log"))
+    raw = yaml.safe_load((tmp_path / "metadata.yaml").read_text())
+    assert raw["pending"][op.id]["ids"]["log"] == ".deploykit/logs/m.log"
+    assert store.pending("m")[0].ids["log"] == str(store.state_dir / "logs" / "m.log")
+
+
+def test_record_roundtrip_without_a_base_is_unchanged() -> None:
+    dep = _record()
+    dep.ids["model_file"] = "/abs/model.joblib"
+    dep.extra = {"owner": "alice"}
+    assert Deployment.from_dict(dep.name, dep.target, dep.to_dict()) == dep
+    assert "reconciled" not in dep.to_dict()
+
+
+def test_a_rewrite_keeps_the_file_mode_whatever_the_umask(tmp_path: Path) -> None:
+    path = tmp_path / "metadata.yaml"
+    store = MetadataStore(path)
+    for mode in (0o600, 0o664):
+        with store.transaction() as state:
+            state.put(_record())
+        path.chmod(mode)
+        old = os.umask(0o077)
+        try:
+            with store.transaction() as state:
+                state.put(_record(revision=2))
+        finally:
+            os.umask(old)
+        assert path.stat().st_mode & 0o777 == mode

@@ -63,15 +63,70 @@ def test_plugin_allow_list(monkeypatch: pytest.MonkeyPatch) -> None:
         plugins.reset()
 
 
-def test_builtin_targets_implement_both_interfaces() -> None:
-    methods = ("deploy", "update", "rollback", "delete", "get", "list", "wait_ready", "score")
-    checked = []
+def _annotation(value: object) -> str | None:
+    """An annotation as comparable text: None when absent, module prefixes dropped (pd.DataFrame -> DataFrame)."""
+    if value is inspect.Parameter.empty:
+        return None
+    text = value if isinstance(value, str) else getattr(value, "__name__", repr(value))
+    return re.sub(r"\b[A-Za-z_][\w.]*\.(?=[A-Za-z_])", "", text.replace("typing.", ""))
+
+
+def _signature_problems(target: str, cls: type, protocol: type) -> list[str]:
+    problems = []
+    for method, spec in vars(protocol).items():
+        if method.startswith("_") or not inspect.isfunction(spec):
+            continue
+        impl = getattr(cls, method, None)
+        if not callable(impl):
+            problems.append(f"target {target} lacks {protocol.__name__}.{method}()")
+            continue
+        want, got = inspect.signature(spec), inspect.signature(impl)
+        shape = [(p.name, p.kind) for p in want.parameters.values()]
+        if [(p.name, p.kind) for p in got.parameters.values()] != shape:
+            problems.append(f"{target}.{method}{got} does not match {protocol.__name__}.{method}{want}")
+            continue
+        for expected, actual in zip(want.parameters.values(), got.parameters.values()):
+            have = _annotation(actual.annotation)
+            # a parameter may accept more than the protocol asks (Any), never something else
+            if have not in (None, "Any", _annotation(expected.annotation)):
+                problems.append(f"{target}.{method}() annotates {actual.name!r} as {have}, the protocol as "
+                                f"{_annotation(expected.annotation)}")
+        have = _annotation(got.return_annotation)
+        if have is not None and have != _annotation(want.return_annotation):
+            problems.append(f"{target}.{method}() returns {have}, the protocol {_annotation(want.return_annotation)}")
+    return problems
+
+
+def test_builtin_targets_implement_both_interfaces(sample_target) -> None:
+    """Every registered target (the built-ins and the sample third-party one) has each Deployer and Scorer
+    method (and BatchScorer's when it scores batches) with the protocol's parameters and types."""
+    from deploykit.target import BatchScorer, Deployer, Scorer
+
+    problems, checked = [], []
     for info in plugins.get_registry():
         cls = info.load()
-        for method in methods:
-            assert callable(getattr(cls, method, None)), f"target {info.name} lacks {method}()"
+        for protocol in (Deployer, Scorer, *([BatchScorer] if hasattr(cls, "score_batch") else [])):
+            problems += _signature_problems(info.name, cls, protocol)
         checked.append(info.name)
-    assert {"local", "memory", "watsonml", "mlflow"} <= set(checked)
+    assert problems == []
+    assert {"local", "memory", "watsonml", "mlflow", "sample"} <= set(checked)
+
+
+def test_the_signature_check_sees_a_wrong_parameter() -> None:
+    from deploykit.target import Deployer
+
+    class Sloppy:
+        def deploy(self, artifact, deployment_name):  # noqa: ANN001, ANN201
+            ...
+
+        def update(self, current: str, artifact) -> None:  # noqa: ANN001
+            ...
+
+    problems = _signature_problems("sloppy", Sloppy, Deployer)
+    assert any("sloppy.deploy(self, artifact, deployment_name) does not match" in p for p in problems)
+    assert "sloppy.update() annotates 'current' as str, the protocol as Deployment" in problems
+    assert "sloppy.update() returns None, the protocol Deployment" in problems
+    assert "target sloppy lacks Deployer.rollback()" in problems
 
 
 def test_every_hook_and_argument_is_documented() -> None:

@@ -1,4 +1,7 @@
-"""The local target end to end: real server processes, real HTTP, through the CLI and the library."""
+"""The local target end to end: real server processes, real HTTP, through the CLI and the library.
+
+TestLocalTarget runs the TargetContract; the other tests are what only a local server has (tokens,
+TLS, ports, the foreground server, an update whose new process cannot start)."""
 
 from __future__ import annotations
 
@@ -16,6 +19,26 @@ import yaml
 
 import deploykit
 from deploykit.errors import DeploymentError
+from deploykit.testing import TargetContract
+
+
+class TestLocalTarget(TargetContract):
+    target = "local"
+    bad_credentials = "local:\n  port: 70000\n"
+    bad_credentials_error = r"the local section is wrong: 'port' = 70000"
+
+    @pytest.fixture
+    def contract_models(self, bank_contract_models):
+        return bank_contract_models
+
+    def remove_outside_deploykit(self, contract, deployment) -> None:
+        import signal
+
+        pid = int(deployment.ids["pid"])
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
 
 
 def _alive(pid: int) -> bool:

@@ -1,6 +1,14 @@
-"""The mlflow target's whole life against a real `mlflow server` and real MLflow scoring servers."""
+"""The mlflow target's whole life against a real `mlflow server` and real MLflow scoring servers.
+
+TestMlflowTarget runs the TargetContract; test_deploy_update_rollback_delete checks what only MLflow
+has (registry versions, the alias, the front relay keeping the URL under load)."""
 
 from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
 
 import pandas as pd
 import pytest
@@ -9,8 +17,36 @@ import yaml
 import deploykit
 from deploykit.artifact import load_artifact
 from deploykit.lifecycle import open_target
+from deploykit.testing import TargetContract
 from deploykit_plugins.mlflow import serving
 from tests.plugins.mlflow.helpers import Hammer, contested_rows
+
+
+class TestMlflowTarget(TargetContract):
+    target = "mlflow"
+    bad_credentials = "mlflow:\n  alias: production\n"
+    bad_credentials_error = r"the mlflow section is wrong: 'tracking_uri' is missing"
+
+    @pytest.fixture
+    def contract_project(self, mlflow_project):
+        return mlflow_project
+
+    @pytest.fixture
+    def contract_name(self, mlflow_project) -> str:
+        return mlflow_project.name  # the tracking server is shared by the session: a registered model per test
+
+    @pytest.fixture
+    def contract_models(self, bank_contract_models):
+        return bank_contract_models
+
+    def remove_outside_deploykit(self, contract, deployment) -> None:
+        pids = [int(deployment.ids[key]) for key in ("pid", "front_pid")]
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while any(serving.alive(pid) for pid in pids) and time.monotonic() < deadline:
+            time.sleep(0.05)
 
 
 def _record(project) -> dict | None:

@@ -1,4 +1,7 @@
-"""The watsonml target end to end: IBM's real ibm-watsonx-ai client against the Watson emulator over HTTPS."""
+"""The watsonml target end to end: IBM's real ibm-watsonx-ai client against the Watson emulator over HTTPS.
+
+TestWatsonTarget runs the TargetContract in both modes (Cloud Pak for Data and IBM Cloud); the other
+tests check what only Watson has (asset revisions, batch deployments, spaces, legacy files)."""
 
 from __future__ import annotations
 
@@ -7,8 +10,35 @@ import pytest
 import yaml
 
 import deploykit
+from deploykit.testing import TargetContract
 from deploykit_plugins.watsonml.batch import score_batch
 from tests.plugins.watsonml.conftest import WatsonProject, expected
+
+
+class TestWatsonTarget(TargetContract):
+    target = "watsonml"
+    bad_credentials_error = r"(?s)rejected.*watsonml\.api_?key|watsonml\.api_?key.*rejected"
+
+    @pytest.fixture
+    def contract_project(self, watson_project: WatsonProject) -> WatsonProject:
+        return watson_project
+
+    @pytest.fixture
+    def contract_models(self, bank_contract_models):
+        return bank_contract_models
+
+    def write_bad_credentials(self, contract) -> None:
+        key = "api_key" if contract.project.mode == "cpd" else "apikey"
+        contract.project.write_credentials(**{key: "wrong-key-123"})
+
+    def remove_outside_deploykit(self, contract, deployment) -> None:
+        from deploykit.lifecycle import open_target
+
+        project = contract.project
+        target = open_target("watsonml", project.credentials, project.dir / ".deploykit")
+        dep_id = deployment.ids["deployment_uid"]
+        target.session.call("deleting by hand", lambda client: client.deployments.delete(dep_id))
+        assert dep_id not in project.emulator.deployments
 
 
 def test_deploy_score_update_rollback_delete(watson_project: WatsonProject, bank_model, bank_model_v2, bank_rows,
