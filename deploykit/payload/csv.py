@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
     from deploykit.payload.predictions import Predictions
 
-__all__ = ["deploykit_register_formats"]
+__all__ = ["deploykit_register_formats", "missing_header_hint"]
 
 #: Content types read as CSV.
 MEDIA_TYPES = ("text/csv", "application/csv")
@@ -84,6 +84,24 @@ def _check_ragged(text: str, width: int) -> None:
             raise PayloadError(f"the CSV payload could not be parsed: the row on line {line} has {len(row)} fields "
                                f"but the header has {width}; send every row with one field per column "
                                "(an empty field is a null)")
+
+
+def missing_header_hint(text: Any, names: Sequence[str]) -> str | None:
+    """For a CSV body that did not fit the schema: if its first line names none of the model's
+    columns, say it was read as the header (None otherwise)."""
+    import csv
+    import io
+
+    if not names or not isinstance(text, str):
+        return None
+    try:
+        header = next(csv.reader(io.StringIO(text, newline="")), [])
+    except csv.Error:
+        return None
+    if not header or set(header) & set(names):
+        return None
+    return (f"the first line was read as the header ({_short(','.join(header))}); CSV needs a header line "
+            f"naming the columns first: {','.join(names)}")
 
 
 def _encode_csv(frame: pd.DataFrame) -> str:

@@ -22,10 +22,17 @@ from deploykit.payload.table import (
 if TYPE_CHECKING:
     from deploykit.payload.predictions import Predictions
 
-__all__ = ["REQUEST_FORMATS", "deploykit_register_formats", "request_format"]
+__all__ = ["PARAMS_ERROR_CODE", "REQUEST_FORMATS", "ModelFacts", "check_params", "content_type_problem",
+           "deploykit_register_formats", "model_facts", "request_format"]
 
 #: The request formats of MLflow's ``/invocations`` (CSV aside), one top-level key each.
 REQUEST_FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
+
+#: The request key beside the input that holds the inference params (``predict(params=...)``).
+PARAMS_KEY = "params"
+
+#: MLflow's error code for a param that does not fit the model's params schema.
+PARAMS_ERROR_CODE = "INVALID_PARAMETER_VALUE"
 
 
 def _table_split(obj: Any, columns: Sequence[str] | None, types: Any = None) -> Table:
@@ -79,6 +86,108 @@ def request_format(obj: Any, example: str) -> str:
     return keys[0]
 
 
+def content_type_problem(content_type: str) -> str | None:
+    """Why MLflow's scoring server refuses ``content_type`` with a 415, or None: a media-type
+    parameter other than ``charset``, or a charset other than UTF-8 (the media type itself is
+    checked where the body is read)."""
+    _, *pairs = [part.strip() for part in content_type.split(";")]
+    parameters = {key.strip().lower(): value.strip().strip('"') for key, _, value in
+                  (pair.partition("=") for pair in pairs if pair)}
+    unknown = sorted(set(parameters) - {"charset"})
+    if unknown:
+        return (f"Content-Type {content_type!r} has the parameter(s) {unknown}, which the MLflow scoring protocol "
+                "does not know; send 'application/json', 'text/csv' or 'application/vnd.apache.parquet', with "
+                "at most '; charset=utf-8'")
+    charset = parameters.get("charset", "utf-8").lower()
+    if charset not in ("utf-8", "utf8"):
+        return (f"Content-Type {content_type!r} asks for charset {parameters['charset']!r}; the MLflow scoring "
+                "protocol reads UTF-8 only: send the body as UTF-8 with '; charset=utf-8' or no charset")
+    return None
+
+
+class ModelFacts:
+    """What an MLflow model directory tells its scoring server: the MLflow version that saved it
+    (``/version``) and the signature's params schema (``[{"name", "type", "default", "shape"}]``,
+    or None when the signature declares no params)."""
+
+    def __init__(self, mlflow_version: str | None = None, params: list[dict[str, Any]] | None = None) -> None:
+        self.mlflow_version = mlflow_version
+        self.params = params
+
+
+def model_facts(path: Any) -> ModelFacts:
+    """Read the ``MLmodel`` file of the model directory ``path``; empty facts if there is none
+    (a joblib or pickle file)."""
+    import json
+    from pathlib import Path
+
+    mlmodel = Path(path) / "MLmodel"
+    if not mlmodel.is_file():
+        return ModelFacts()
+    import yaml
+
+    try:
+        meta = yaml.safe_load(mlmodel.read_text()) or {}
+        params = json.loads(((meta.get("signature") or {}).get("params")) or "null")
+    except (OSError, ValueError, yaml.YAMLError, AttributeError) as exc:
+        raise PayloadError(f"the MLmodel file {str(mlmodel)!r} cannot be read ({exc}); re-save the model") from None
+    version = meta.get("mlflow_version") if isinstance(meta, dict) else None
+    return ModelFacts(str(version) if version is not None else None, params if isinstance(params, list) else None)
+
+
+_PARAM_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
+    "string": ((str,), "a string"), "boolean": ((bool,), "true or false"),
+    "integer": ((int,), "a whole number"), "long": ((int,), "a whole number"),
+    "float": ((int, float), "a number"), "double": ((int, float), "a number"),
+    "datetime": ((str,), "an ISO 8601 date-time string"), "binary": ((str, bytes), "a string")}
+
+
+def _param_problem(name: str, value: Any, kind: str) -> str | None:
+    allowed, what = _PARAM_TYPES.get(kind, ((object,), "any value"))
+    if type(value) is bool and bool not in allowed or not isinstance(value, allowed):
+        return f"expected {what} ({kind})"
+    if kind == "integer" and isinstance(value, int) and not -2**31 <= value < 2**31:
+        return f"expected a whole number within 32 bits ({kind})"
+    if kind == "datetime" and isinstance(value, str):
+        from datetime import datetime
+
+        try:
+            datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return f"expected {what} such as '2023-07-01T00:00:00' ({kind})"
+    return None
+
+
+def check_params(params: Any, schema: list[dict[str, Any]] | None) -> dict[str, Any] | None:
+    """The request's ``params`` checked against the model's params ``schema``: the declared ones
+    that were sent (None if none). A param the schema does not declare is ignored, as MLflow
+    does; a wrong value is a PayloadError naming the param, the value and the expected type."""
+    if params is None:
+        return None
+    if not isinstance(params, dict):
+        raise PayloadError(f"'{PARAMS_KEY}' must be an object of name -> value, got {_short(params)}; "
+                           'send e.g. {"dataframe_records": [...], "params": {"name": value}}')
+    if not schema:
+        return None
+    declared = {str(spec.get("name")): spec for spec in schema if isinstance(spec, dict)}
+    checked: dict[str, Any] = {}
+    for name, value in params.items():
+        spec = declared.get(name)
+        if spec is None:
+            continue
+        kind, shape = str(spec.get("type")), spec.get("shape")
+        values = value if shape is not None and isinstance(value, list) else [value]
+        problem = "expected a list" if shape is not None and not isinstance(value, list) else \
+            next((p for p in (_param_problem(name, v, kind) for v in values) if p), None)
+        if problem is not None:
+            default = spec.get("default")
+            raise PayloadError(f"param {name!r} is {_short(value)}: {problem}{' list' if shape is not None else ''}, "
+                               f"as the model's params schema declares; send e.g. {_short(default)} or leave "
+                               f"{name!r} out to use its default")
+        checked[name] = value
+    return checked or None
+
+
 def encode_response(preds: Predictions) -> dict[str, Any]:
     """``{"predictions": [label, ...]}``."""
     return {"predictions": preds.labels}
@@ -105,7 +214,7 @@ _CODES = {400: "BAD_REQUEST", 401: "UNAUTHENTICATED", 404: "RESOURCE_DOES_NOT_EX
 
 def error_body(status: int, message: str, problems: list[dict[str, Any]], code: str | None) -> Any:
     """``{"error_code": "BAD_REQUEST", "message": ..., "problems": [...]}`` as MLflow answers."""
-    out: dict[str, Any] = {"error_code": _CODES.get(status, "BAD_REQUEST"), "message": message}
+    out: dict[str, Any] = {"error_code": code or _CODES.get(status, "BAD_REQUEST"), "message": message}
     if problems:
         out["problems"] = problems
     return out

@@ -29,7 +29,7 @@ __all__ = ["BUILTIN_PROTOCOLS", "FORMATS", "PROTOCOLS", "Format", "Protocol", "d
 #: The built-in protocol modules, in detection order: V2 before MLflow's ``inputs`` request, Watson's
 #: ``predictions`` blocks before MLflow's ``predictions`` objects.
 BUILTIN_PROTOCOLS = ("deploykit.payload.v2", "deploykit.payload.watson", "deploykit.payload.mlflow",
-                     "deploykit.payload.records", "deploykit.payload.csv")
+                     "deploykit.payload.records", "deploykit.payload.csv", "deploykit.payload.parquet")
 
 
 @dataclass

@@ -22,8 +22,10 @@ if TYPE_CHECKING:
 
     from deploykit.payload.predictions import Predictions
 
-__all__ = ["BINARY_HEADER", "DATATYPES", "PROBABILITIES", "decode_binary_request", "decode_v2_binary", "deploykit_register_formats",
-           "infer_response", "label_datatype", "model_metadata", "request_problem", "requested_outputs"]
+__all__ = ["BINARY_HEADER", "BINARY_MEDIA_TYPE", "DATATYPES", "EXTENSIONS", "PROBABILITIES", "binary_outputs",
+           "decode_binary_request", "decode_v2_binary", "deploykit_register_formats", "encode_binary_response",
+           "infer_response", "label_datatype", "model_index", "model_metadata", "request_problem",
+           "requested_outputs"]
 
 #: The V2 datatypes and the numpy dtype of each (little-endian on the wire).
 DATATYPES = {"BOOL": "bool", "INT8": "int8", "INT16": "int16", "INT32": "int32", "INT64": "int64",
@@ -36,6 +38,17 @@ _SCHEMA_DATATYPES = {"integer": "INT64", "float": "FP64", "boolean": "BOOL"}
 
 #: The HTTP header of the binary tensor extension: the byte length of the JSON header.
 BINARY_HEADER = "inference-header-content-length"
+
+#: The Content-Type of a response that carries binary tensors after its JSON header.
+BINARY_MEDIA_TYPE = "application/octet-stream"
+
+#: BF16 has no numpy dtype and no JSON form: it is read from binary data only, as float32.
+BF16 = "BF16"
+
+#: The extensions this server implements, as ``GET /v2`` lists them (Triton's names).
+EXTENSIONS = ["binary_tensor_data"]
+
+_BINARY_HINT = "binary data (parameters.binary_data_size and the Inference-Header-Content-Length header)"
 
 
 def _is_v2(obj: Any) -> bool:
@@ -93,8 +106,12 @@ def _v2_values(t: Mapping[str, Any], i: int) -> tuple[Any, list[int], str]:
     if not isinstance(t, dict) or not isinstance(name, str) or "datatype" not in t:
         raise PayloadError(f"V2 inputs[{i}] needs 'name', 'shape', 'datatype' and 'data', got {_short(t)}")
     dtype = str(t["datatype"]).upper()
-    if dtype not in _V2_NUMPY:
-        raise PayloadError(f"V2 input {name!r} has datatype {t['datatype']!r}; use one of {', '.join(_V2_NUMPY)}")
+    if dtype == BF16 and type(t.get("data")).__name__ != "ndarray":
+        raise PayloadError(f"V2 input {name!r} is BF16 with JSON data, which has no BF16 form; send BF16 as "
+                           f"{_BINARY_HINT}, or send the values as FP32")
+    if dtype not in _V2_NUMPY and dtype != BF16:
+        raise PayloadError(f"V2 input {name!r} has datatype {t['datatype']!r}; use one of "
+                           f"{', '.join(_V2_NUMPY)}, or BF16 as binary data")
     _parameters(t, name)
     if "data" not in t:
         raise PayloadError(f"V2 input {name!r} has no 'data'; send the values, or binary data with "
@@ -241,6 +258,11 @@ def decode_v2_binary(body: bytes, header_length: int) -> Any:
         offset += size
         if dtype == "BYTES":
             t["data"] = _bytes_tensor(raw, name, offset - size)
+        elif dtype == BF16:
+            if size % 2:
+                raise PayloadError(f"V2 input {name!r}: {size} bytes is not a whole number of BF16 values")
+            # a BF16 value is the upper half of a float32
+            t["data"] = (np.frombuffer(raw, dtype="<u2").astype(np.uint32) << 16).view(np.float32)
         elif dtype in _V2_NUMPY:
             item = np.dtype(_V2_NUMPY[dtype]).newbyteorder("<")
             if size % item.itemsize:
@@ -329,6 +351,54 @@ def infer_response(preds: Predictions, request: dict[str, Any], requested: set[s
         out["id"] = request["id"]
     out.update(answer)
     return out
+
+
+def binary_outputs(request: dict[str, Any], names: Sequence[str]) -> set[str]:
+    """Which of the answer's outputs ``names`` go as binary data: a requested output's own
+    ``parameters.binary_data`` wins; else the request's ``parameters.binary_data_output``."""
+    parameters = request.get("parameters")
+    every = isinstance(parameters, dict) and parameters.get("binary_data_output") is True
+    settings = {o["name"]: o["parameters"].get("binary_data") for o in request.get("outputs") or []
+                if isinstance(o, dict) and isinstance(o.get("parameters"), dict)}
+    return {n for n in names if settings.get(n) is True or (settings.get(n) is None and every)}
+
+
+def _tensor_bytes(values: list[Any], datatype: str) -> bytes:
+    """Row-major little-endian bytes of a tensor; BYTES as a 4-byte length and UTF-8 per element."""
+    if datatype == "BYTES":
+        parts = []
+        for v in values:
+            raw = v if isinstance(v, bytes) else str(v).encode("utf-8")
+            parts.append(len(raw).to_bytes(4, "little") + raw)
+        return b"".join(parts)
+    np = _np()
+    packed: bytes = np.asarray(values, dtype=np.dtype(_V2_NUMPY[datatype]).newbyteorder("<")).tobytes()
+    return packed
+
+
+def encode_binary_response(answer: dict[str, Any], request: dict[str, Any]) -> tuple[bytes, int] | None:
+    """``answer`` with the outputs ``request`` asks to get as binary data (``binary_outputs``)
+    moved after the JSON header as raw bytes, each announced by ``parameters.binary_data_size``:
+    (body, header length), or None when no output goes binary (the answer stays plain JSON)."""
+    import orjson
+
+    outputs = answer.get("outputs") or []
+    binary = binary_outputs(request, [o["name"] for o in outputs])
+    chosen = [o for o in outputs if o["name"] in binary]
+    if not chosen:
+        return None
+    raws = []
+    for out in chosen:
+        raw = _tensor_bytes(_flat(out.pop("data")), out["datatype"])
+        out["parameters"] = {**(out.get("parameters") or {}), "binary_data_size": len(raw)}
+        raws.append(raw)
+    header = orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY)
+    return header + b"".join(raws), len(header)
+
+
+def model_index(names: Sequence[str]) -> dict[str, Any]:
+    """The repository index ``GET /v2/models`` answers (KServe's list of models)."""
+    return {"models": list(names)}
 
 
 def model_metadata(name: str, version: str, platform: str, columns: Sequence[tuple[str, str]],
@@ -441,7 +511,7 @@ def _request_schema(record: dict[str, Any], rows: list[dict[str, Any]]) -> tuple
             "type": "object", "required": ["name", "shape", "datatype", "data"],
             "properties": {"name": {"type": "string", "enum": names} if names else {"type": "string"},
                            "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
-                           "datatype": {"type": "string", "enum": list(DATATYPES)}, "data": {"type": "array"}}}},
+                           "datatype": {"type": "string", "enum": [*DATATYPES, BF16]}, "data": {"type": "array"}}}},
         "outputs": {"type": "array", "items": {"type": "object", "required": ["name"],
                                                "properties": {"name": {"type": "string"}}}}}}
     example = encode(rows, "v2") if rows and rows[0] else {"inputs": []}

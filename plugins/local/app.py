@@ -1,8 +1,9 @@
 """The local server's app: one loaded model, every protocol deploykit speaks, micro-batched.
 
 Routes (one module each under ``routes/``): ``/health``; ``POST /predict`` (any payload
-format, deploykit's response shape); ``POST /invocations`` (MLflow); ``/v2/...`` (Open
-Inference Protocol: health, metadata, ``infer`` with JSON or binary tensors);
+format, deploykit's response shape); ``POST /invocations``, ``GET /ping``, ``GET /version``
+(MLflow); ``/v2/...`` (Open Inference Protocol: health, metadata, the model index, ``infer``
+with JSON or binary tensors);
 ``POST /ml/v4/deployments/{id}/predictions`` (Watson). Each answers, errors included, in its
 own protocol's shape, taken from ``deploykit.payload``. Bad input is a 4xx naming the column,
 the value and the fix; never a 500, never a silent cast.

@@ -8,6 +8,7 @@ import logging
 import zlib
 from collections.abc import Awaitable, Callable, Mapping
 from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
 
     from deploykit.artifact import Artifact
 
-__all__ = ["Endpoint", "HTTPProblem", "RouteContext", "dumps", "headers_of", "respond", "wants_csv"]
+__all__ = ["Endpoint", "HTTPProblem", "Raw", "RouteContext", "dumps", "headers_of", "respond", "wants_csv"]
 
 log = logging.getLogger("deploykit.server")
 
@@ -49,6 +50,15 @@ class HTTPProblem(Exception):
         self.message = message
         self.problems = problems or []
         self.code = code
+
+
+@dataclass(frozen=True)
+class Raw:
+    """An answer sent as it is: bytes, their media type and extra headers (V2 binary tensors)."""
+
+    body: bytes
+    media_type: str
+    headers: list[tuple[bytes, bytes]]
 
 
 def headers_of(scope: Mapping[str, Any]) -> dict[bytes, bytes]:
@@ -254,7 +264,9 @@ class Endpoint:
             self.ctx.check_auth(headers)
             body = await self.ctx.read_body(headers, receive)
             status, answer = await self.handler(scope, headers, body)
-            if isinstance(answer, str):
+            if isinstance(answer, Raw):
+                await respond(send, status, answer.body, answer.media_type, answer.headers)
+            elif isinstance(answer, str):
                 await respond(send, status, answer.encode(), "text/csv; charset=utf-8")
             else:
                 await respond(send, status, dumps(answer))

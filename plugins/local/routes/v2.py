@@ -8,6 +8,7 @@ from deploykit_plugins.local.asgi import (
     JSON,
     Endpoint,
     HTTPProblem,
+    Raw,
     RouteContext,
     dumps,
     headers_of,
@@ -53,7 +54,12 @@ def mount(app: FastAPI, ctx: RouteContext) -> None:
         columns, rows = ctx.validate(obj, "v2")
         want_proba = requested is None or v2.PROBABILITIES in requested
         preds = await ctx.score(columns, rows, want_proba=want_proba, client=scope.get("client"))
-        return 200, v2.infer_response(preds, obj, requested, config.name, version_served)
+        answer = v2.infer_response(preds, obj, requested, config.name, version_served)
+        binary = v2.encode_binary_response(answer, obj)
+        if binary is None:
+            return 200, answer
+        content, json_length = binary
+        return 200, Raw(content, v2.BINARY_MEDIA_TYPE, [(_BINARY_HEADER, str(json_length).encode())])
 
     for path in INFER_PATHS:
         app.router.routes.append(Route(path, Endpoint(ctx, "v2", infer), methods=["POST"]))
@@ -86,7 +92,12 @@ def mount(app: FastAPI, ctx: RouteContext) -> None:
     async def v2_server() -> Response:
         from deploykit import __version__
 
-        return Response(dumps({"name": "deploykit", "version": __version__, "extensions": []}), media_type=JSON)
+        return Response(dumps({"name": "deploykit", "version": __version__, "extensions": v2.EXTENSIONS}),
+                        media_type=JSON)
+
+    @app.get("/v2/models", summary="V2 repository index: the models served here")
+    async def v2_models(request: Request) -> Response:
+        return guard(request, config.name) or Response(dumps(v2.model_index([config.name])), media_type=JSON)
 
     @app.get("/v2/models/{model_name}", summary="V2 model metadata")
     async def v2_model(request: Request, model_name: str) -> Response:
