@@ -18,8 +18,8 @@ if TYPE_CHECKING:
 
 @hookimpl
 def deploykit_register_engines(registry: EngineRegistry) -> None:
-    """Register the local streaming engine (always there) and the Dask engine (extra ``dask``)."""
-    registry.add("local", "deploykit_plugins.batch.local:LocalEngine", requires=("pyarrow", "fsspec"),
+    """Register the local streaming engine (extra ``batch``) and the Dask engine (extra ``dask``)."""
+    registry.add("local", "deploykit_plugins.batch.local:LocalEngine", requires=("pyarrow", "fsspec"), extra="batch",
                  description="pyarrow streaming on this machine, --workers N processes (the default)")
     registry.add("dask", "deploykit_plugins.batch.dask_cluster:DaskEngine",
                  requires=("dask.dataframe", "distributed", "pyarrow", "fsspec"), extra="dask",

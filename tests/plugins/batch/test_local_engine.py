@@ -17,7 +17,7 @@ from .helpers import assert_scored, read_parts
 def test_engines_are_registered_by_the_plugin() -> None:
     names = get_engines().names()
     assert names == sorted(names) and {"local", "dask"} <= set(names)
-    assert get_engines().info("dask").extra == "dask"
+    assert get_engines().info("dask").extra == "dask" and get_engines().info("local").extra == "batch"
 
 
 @pytest.mark.parametrize("workers", [1, 2])
