@@ -101,8 +101,9 @@ def test_child_environment_keeps_what_python_needs_and_drops_keys(monkeypatch: p
     assert env["PATH"] == os.environ["PATH"]
     assert child_environment(keep_prefixes=("PIP_",), base={"PIP_INDEX_URL": "u", "X": "y"}) == {"PIP_INDEX_URL": "u"}
     out = tmp_path / "env.txt"
-    pid = _python(tmp_path, f"import os, pathlib; pathlib.Path({str(out)!r}).write_text(repr(sorted(os.environ)))",
-                  env)
+    # written under another name, then renamed: the file exists only once it is whole
+    pid = _python(tmp_path, f"import os, pathlib; p = pathlib.Path({str(out)!r}); t = p.with_suffix('.tmp'); "
+                            f"t.write_text(repr(sorted(os.environ))); os.replace(t, p)", env)
     _wait_for(out)
     stop(pid, grace=2)
     seen = out.read_text()
