@@ -38,7 +38,14 @@ import deploykit
 from deploykit.artifact import sha256_of
 from deploykit.faults import STEPS
 from deploykit.metadata import MetadataStore
-from deploykit.testing.crash import accepts, check_after_crash, check_deleted, check_redeploy, processes, run_killed
+from deploykit.testing.crash import (
+    accepts,
+    check_after_crash,
+    check_deleted,
+    check_redeploy,
+    processes,
+    run_killed,
+)
 from deploykit.testing.models import ContractModels, two_fits
 from deploykit.testing.project import Project, stop_servers
 
