@@ -218,6 +218,8 @@ def status(name: str, target: str | None, credentials: str | None, metadata: str
 
     def human() -> None:
         _describe(dep)
+        if dep.status != "ready" and dep.ids.get("unhealthy"):
+            click.echo(f"  why: {dep.ids['unhealthy']}")
         for op in pending:
             click.echo(f"  {op.describe()}")
         if notes:

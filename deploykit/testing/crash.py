@@ -7,11 +7,15 @@
 ``deploykit.faults``); ``check_after_crash`` asserts the promise of docs/reliability.md: the
 metadata file is valid, the next ``deploy`` ends with exactly one serving revision and no pending
 operation, and ``delete`` then leaves nothing on the platform. ``dead_owner`` records an
-operation in process as a killed process would have left it.
+operation in process as a killed process would have left it. ``check_redeploy`` and
+``check_deleted`` are its two halves, for a chain of crashes on one deployment. For targets
+whose platform is processes on this machine, ``processes`` finds them from ``/proc`` (not from
+anything deploykit recorded) and ``accepts`` says whether a port still takes connections.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -25,7 +29,8 @@ from deploykit.faults import CRASH_AFTER_ENV, CRASH_AT_ENV
 from deploykit.operations import Owner, _boot_id
 from deploykit.testing.project import CliResult, run_cli
 
-__all__ = ["CrashResult", "check_after_crash", "dead_owner", "run_killed"]
+__all__ = ["CrashResult", "accepts", "check_after_crash", "check_deleted", "check_redeploy", "dead_owner", "processes",
+           "run_killed"]
 
 
 @dataclass
@@ -73,6 +78,20 @@ def check_after_crash(project: Any, name: str, target: str, leftovers: Callable[
     ``serving`` counts the revisions of ``name`` that serve (default: the target's ``list()``
     entries for it). Returns the deploy's ``--json`` summary.
     """
+    summary = check_redeploy(project, name, target, model=model, serving=serving, env=env, timeout=timeout)
+    check_deleted(project, name, target, leftovers, env=env, timeout=timeout)
+    return summary
+
+
+def _common(project: Any, target: str) -> list[Any]:
+    return ["--target", target, "--credentials", project.credentials, "--metadata", project.metadata, "--json"]
+
+
+def check_redeploy(project: Any, name: str, target: str, *, model: Path, serving: Callable[[], int] | None = None,
+                   env: dict[str, str] | None = None, timeout: float = 300.0) -> dict[str, Any]:
+    """The first half of ``check_after_crash``: metadata.yaml reads, and ``deploy model`` (a fresh
+    process) ends with exactly one serving revision and nothing pending. Nothing is deleted, so a
+    test can go on from the deployment it leaves (a chain of crashes on one deployment)."""
     from deploykit.lifecycle import open_target
     from deploykit.metadata import MetadataStore
 
@@ -85,17 +104,55 @@ def check_after_crash(project: Any, name: str, target: str, leftovers: Callable[
         listed = open_target(target, project.credentials, store.state_dir).list()
         return len([d for d in listed if d.name == name])
 
-    common = ["--target", target, "--credentials", project.credentials, "--metadata", project.metadata, "--json"]
-    deployed = run_cli(project.dir, "deploy", model, "--name", name, "--timeout", timeout, *common, timeout=timeout,
-                       env=env)
+    deployed = run_cli(project.dir, "deploy", model, "--name", name, "--timeout", timeout, *_common(project, target),
+                       timeout=timeout, env=env)
     assert deployed.code == 0, f"the deploy after the crash failed: {deployed.out} {deployed.err}"
     summary: dict[str, Any] = deployed.json()
     assert summary["status"] == "ready", summary
     assert store.pending(name, target) == [], f"still pending after the deploy: {store.pending(name, target)}"
-    assert count() == 1, f"{name!r} on {target} serves {count()} revisions after the deploy; expected exactly 1"
-    deleted = run_cli(project.dir, "delete", name, *common, timeout=timeout, env=env)
+    served = count()
+    assert served == 1, f"{name!r} on {target} serves {served} revisions after the deploy; expected exactly 1"
+    return summary
+
+
+def check_deleted(project: Any, name: str, target: str, leftovers: Callable[[], list[Any]], *,
+                  env: dict[str, str] | None = None, timeout: float = 300.0) -> None:
+    """The second half of ``check_after_crash``: ``delete`` (a fresh process) succeeds, removes the
+    record and every pending operation of ``name``, and leaves ``leftovers() == []``."""
+    from deploykit.metadata import MetadataStore
+
+    store = MetadataStore(project.metadata)
+    deleted = run_cli(project.dir, "delete", name, *_common(project, target), timeout=timeout, env=env)
     assert deleted.code == 0, f"the delete after the crash failed: {deleted.out} {deleted.err}"
     assert store.read().find(name, target) is None and store.pending(name, target) == []
     left = leftovers()
     assert left == [], f"delete left {left!r} on {target} for {name!r}"
-    return summary
+
+
+def processes(*markers: str) -> dict[int, list[str]]:
+    """Running processes (zombies excluded) whose command line holds every one of ``markers`` as a
+    substring of some argument: ``{pid: argv}``, read from ``/proc`` ({} where it is missing)."""
+    from deploykit.process import alive, cmdline
+
+    found: dict[int, list[str]] = {}
+    if not os.path.isdir("/proc"):
+        return found
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        raw = cmdline(int(entry))
+        if not raw:
+            continue
+        argv = raw.decode(errors="replace").rstrip("\0").split("\0")
+        if all(any(marker in arg for arg in argv) for marker in markers) and alive(int(entry)):
+            found[int(entry)] = argv
+    return found
+
+
+def accepts(host: str, port: int, timeout: float = 2.0) -> bool:
+    """True if something accepts TCP connections on ``host:port`` now."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False

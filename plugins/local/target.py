@@ -14,7 +14,8 @@ own smoke test and record follow):
    (``handover``: one kernel accept queue shared, so no queued connection is reset).
 4. The old server stops (SIGTERM: in-flight requests finish, idle keep-alive connections close
    gently), or, with ``keep_warm_s`` > 0, *leaves* the port and stays warm that long.
-5. Older revisions' kept models beyond ``keep_revisions`` are pruned.
+5. After an update, older revisions' kept models beyond ``keep_revisions`` are pruned (never
+   the revision just replaced: the lifecycle's automatic rollback may still need it).
 
 ``rollback`` makes a warm previous server join again when one runs (no cold start); after a
 failed update it simply stops the never-joined new server. Otherwise it starts the kept model.
@@ -395,7 +396,8 @@ class LocalTarget:
             self._retire(int(old), old_run)
         crash_point(f"{self._action}:switched")
         deployment.status = "ready"
-        self._prune(deployment)
+        if self._action == "update":
+            self._prune(deployment)
         return deployment
 
     def _is_warm(self, deployment: Deployment) -> bool:
@@ -434,11 +436,15 @@ class LocalTarget:
         self._stop_server(pid, run)
 
     def _prune(self, deployment: Deployment) -> None:
-        """Remove kept models of revisions older than the newest ``keep_revisions`` of ``deployment``."""
+        """Remove kept models of revisions older than the newest ``keep_revisions`` of the updated
+        ``deployment``. The revision it replaces (the last history entry) is always kept: the
+        lifecycle's smoke test comes after this, and its automatic rollback must be able to start it."""
         entries = {int(e["revision"]): e for e in deployment.history if "revision" in e}
         entries[deployment.revision] = {"model_sha256": deployment.model_sha256}
         newest = sorted(entries, reverse=True)[:self.settings.keep_revisions]
         keep = {entries[r].get("model_sha256") for r in newest}
+        if deployment.history:
+            keep.add(deployment.history[-1].get("model_sha256"))
         for revision, entry in entries.items():
             sha = entry.get("model_sha256")
             if revision in newest or not sha or sha in keep:
@@ -491,10 +497,15 @@ class LocalTarget:
                 f"{current.url} serves sha256 {served}, but {current.model_sha256} is recorded" if status == 200
                 else f"{current.url}/health answered {status or 'nothing'}: {body}")
         model = current.ids.get("model_file")
-        if ok and model and Path(model).exists() and current.model_sha256 and \
-                sha256_of(model) != current.model_sha256:
-            refreshed.ids["unhealthy"] = (f"the kept model file {model} no longer has the recorded sha256 "
-                                          f"{current.model_sha256}: a restart or rollback to it would be refused")
+        kept = sha256_of(model) if ok and model and Path(model).exists() and current.model_sha256 else None
+        if kept is not None and kept != current.model_sha256:
+            # it still serves the model it verified at start, but nothing could start it again: say so now
+            # (and make deploying the original file, same sha256, a repairing update instead of a no-op)
+            refreshed.status = "unhealthy"
+            refreshed.ids["unhealthy"] = (
+                f"the kept model file {model} has sha256 {kept}, but revision {current.revision} was recorded with "
+                f"sha256 {current.model_sha256}: it was changed on disk, so a restart or rollback to it would be "
+                "refused. Deploy the original model file again (that repairs the kept copy)")
         return refreshed
 
     def list(self) -> list[Deployment]:
