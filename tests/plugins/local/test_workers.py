@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -79,32 +78,13 @@ def test_workers_share_the_port_hand_over_to_the_next_revision_and_stop_together
     try:
         [worker] = _children(first.pid)
         assert served_by() == {(1, first.pid), (1, worker)}  # the kernel spreads connections over both
-        second = start(2)  # an update: the next revision binds the same port beside the first
-        failures: list[str] = []
-        done = threading.Event()
-
-        def hammer() -> None:  # a keep-alive client that keeps scoring through the hand-over
-            with httpx.Client(timeout=30) as client:
-                while not done.is_set():
-                    try:
-                        response = client.post(f"{url}/predict", json=bank_rows[:1])
-                        if response.status_code != 200:
-                            failures.append(f"{response.status_code} {response.text}")
-                    except httpx.HTTPError as exc:
-                        failures.append(repr(exc))
-
-        clients = [threading.Thread(target=hammer) for _ in range(3)]
-        for thread in clients:
-            thread.start()
-        try:
-            time.sleep(0.2)
-            first.send_signal(signal.SIGTERM)
-            assert first.wait(30) == 0
-        finally:
-            done.set()
-            for thread in clients:
-                thread.join()
-        assert failures == []  # no request was refused or cut while the old revision stopped
+        # The next revision binds the same port beside the first. This "bind" mode (``deploykit
+        # serve``) promises no zero-downtime switch: each listener has its own accept queue, and
+        # connections still queued in the old one are reset when it closes. Deploys hand the one
+        # listening socket over instead (handover.py), tested under load in test_zero_downtime.py.
+        second = start(2)
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(30) == 0
         _wait(lambda: not _alive(worker), "revision 1's worker to stop with it")
         [worker2] = _children(second.pid)
         assert {revision for revision, _ in served_by()} == {2}
