@@ -66,13 +66,17 @@ def run_killed(cwd: Path, *args: Any, step: str | None = None, after_ms: int | N
 
 def check_after_crash(project: Any, name: str, target: str, leftovers: Callable[[], list[Any]], *, model: Path,
                       serving: Callable[[], int] | None = None, env: dict[str, str] | None = None,
-                      timeout: float = 300.0) -> dict[str, Any]:
+                      timeout: float = 300.0, in_process: bool = False) -> dict[str, Any]:
     """After a crash: metadata.yaml reads; ``deploy model`` (a fresh process) ends with exactly one
     serving revision and nothing pending; ``delete`` then leaves ``leftovers() == []``.
 
     ``serving`` counts the revisions of ``name`` that serve (default: the target's ``list()``
-    entries for it). Returns the deploy's ``--json`` summary.
+    entries for it). ``in_process`` runs that deploy and delete through deploykit's API in this
+    process instead of the CLI (the same lifecycle, without an interpreter start each: for targets
+    whose SDK takes seconds to import); ``env`` then does not apply. Returns the deploy's
+    ``--json`` summary.
     """
+    import deploykit
     from deploykit.lifecycle import open_target
     from deploykit.metadata import MetadataStore
 
@@ -85,16 +89,24 @@ def check_after_crash(project: Any, name: str, target: str, leftovers: Callable[
         listed = open_target(target, project.credentials, store.state_dir).list()
         return len([d for d in listed if d.name == name])
 
+    summary: dict[str, Any]
     common = ["--target", target, "--credentials", project.credentials, "--metadata", project.metadata, "--json"]
-    deployed = run_cli(project.dir, "deploy", model, "--name", name, "--timeout", timeout, *common, timeout=timeout,
-                       env=env)
-    assert deployed.code == 0, f"the deploy after the crash failed: {deployed.out} {deployed.err}"
-    summary: dict[str, Any] = deployed.json()
+    if in_process:
+        summary = deploykit.deploy(model, target=target, name=name, credentials=project.credentials,
+                                   metadata=project.metadata, timeout=timeout).summary()
+    else:
+        deployed = run_cli(project.dir, "deploy", model, "--name", name, "--timeout", timeout, *common,
+                           timeout=timeout, env=env)
+        assert deployed.code == 0, f"the deploy after the crash failed: {deployed.out} {deployed.err}"
+        summary = deployed.json()
     assert summary["status"] == "ready", summary
     assert store.pending(name, target) == [], f"still pending after the deploy: {store.pending(name, target)}"
     assert count() == 1, f"{name!r} on {target} serves {count()} revisions after the deploy; expected exactly 1"
-    deleted = run_cli(project.dir, "delete", name, *common, timeout=timeout, env=env)
-    assert deleted.code == 0, f"the delete after the crash failed: {deleted.out} {deleted.err}"
+    if in_process:
+        deploykit.delete(name, target=target, credentials=project.credentials, metadata=project.metadata)
+    else:
+        deleted = run_cli(project.dir, "delete", name, *common, timeout=timeout, env=env)
+        assert deleted.code == 0, f"the delete after the crash failed: {deleted.out} {deleted.err}"
     assert store.read().find(name, target) is None and store.pending(name, target) == []
     left = leftovers()
     assert left == [], f"delete left {left!r} on {target} for {name!r}"
