@@ -18,6 +18,7 @@ import pytest
 
 import deploykit
 from deploykit.faults import STEPS
+from deploykit.metadata import MetadataStore
 from deploykit.testing.crash import check_after_crash, run_killed
 from tests.plugins.watsonml.conftest import WatsonProject
 
@@ -28,6 +29,21 @@ NAME = "bank-model"
 #: deployment deleted behind deploykit's back: covered in-process by test_reconcile.py).
 WATSON_POINTS = ("create:model-stored", "create:revision-created", "create:deployment-created",
                  "update:revision-created", "update:deployment-patched", "rollback:deployment-patched")
+
+
+#: What the next command's reconcile does with the killed operation. The emulator readies a
+#: deployment at its first poll, so one created or patched before the kill serves its revision:
+#: adopted; before a deployment serves the operation's model revision there is nothing to adopt.
+OUTCOMES = {
+    "create:intent-recorded": "removed", "create:target-created": "adopted", "create:ready": "adopted",
+    "create:smoke-tested": "adopted", "update:intent-recorded": "removed", "update:target-updated": "adopted",
+    "update:ready": "adopted", "update:smoke-tested": "adopted", "rollback:intent-recorded": "removed",
+    "rollback:target-rolled-back": "adopted", "rollback:ready": "adopted", "delete:intent-recorded": "removed",
+    "delete:target-deleted": "removed",
+    "create:model-stored": "removed", "create:revision-created": "removed", "create:deployment-created": "adopted",
+    "update:revision-created": "removed", "update:deployment-patched": "adopted",
+    "rollback:deployment-patched": "adopted",
+}
 
 
 def _args(project: WatsonProject, *args: Any) -> list[Any]:
@@ -70,6 +86,8 @@ def test_killed_at_each_step_leaves_nothing_orphaned(cpd_project: WatsonProject,
     killed = run_killed(cpd_project.dir, *_args(cpd_project, *command), step=step)
     assert killed.killed
     _check(cpd_project, bank_model)
+    [note] = MetadataStore(cpd_project.metadata).reconciliations(NAME, "watsonml")
+    assert (note.action, note.outcome) == (step.split(":")[0], OUTCOMES[step]), note
 
 
 @pytest.mark.parametrize(("action", "after_ms"), [("create", 1500), ("create", 3000), ("update", 2500)])
