@@ -71,15 +71,19 @@ def run_killed(cwd: Path, *args: Any, step: str | None = None, after_ms: int | N
 
 def check_after_crash(project: Any, name: str, target: str, leftovers: Callable[[], list[Any]], *, model: Path,
                       serving: Callable[[], int] | None = None, env: dict[str, str] | None = None,
-                      timeout: float = 300.0) -> dict[str, Any]:
+                      timeout: float = 300.0, in_process: bool = False) -> dict[str, Any]:
     """After a crash: metadata.yaml reads; ``deploy model`` (a fresh process) ends with exactly one
     serving revision and nothing pending; ``delete`` then leaves ``leftovers() == []``.
 
     ``serving`` counts the revisions of ``name`` that serve (default: the target's ``list()``
-    entries for it). Returns the deploy's ``--json`` summary.
+    entries for it). ``in_process`` runs that deploy and delete through deploykit's API in this
+    process instead of the CLI (the same lifecycle, without an interpreter start each: for targets
+    whose SDK takes seconds to import); ``env`` then does not apply. Returns the deploy's
+    ``--json`` summary.
     """
-    summary = check_redeploy(project, name, target, model=model, serving=serving, env=env, timeout=timeout)
-    check_deleted(project, name, target, leftovers, env=env, timeout=timeout)
+    summary = check_redeploy(project, name, target, model=model, serving=serving, env=env, timeout=timeout,
+                             in_process=in_process)
+    check_deleted(project, name, target, leftovers, env=env, timeout=timeout, in_process=in_process)
     return summary
 
 
@@ -88,10 +92,13 @@ def _common(project: Any, target: str) -> list[Any]:
 
 
 def check_redeploy(project: Any, name: str, target: str, *, model: Path, serving: Callable[[], int] | None = None,
-                   env: dict[str, str] | None = None, timeout: float = 300.0) -> dict[str, Any]:
+                   env: dict[str, str] | None = None, timeout: float = 300.0,
+                   in_process: bool = False) -> dict[str, Any]:
     """The first half of ``check_after_crash``: metadata.yaml reads, and ``deploy model`` (a fresh
-    process) ends with exactly one serving revision and nothing pending. Nothing is deleted, so a
-    test can go on from the deployment it leaves (a chain of crashes on one deployment)."""
+    process, or this one with ``in_process``) ends with exactly one serving revision and nothing
+    pending. Nothing is deleted, so a test can go on from the deployment it leaves (a chain of
+    crashes on one deployment)."""
+    import deploykit
     from deploykit.lifecycle import open_target
     from deploykit.metadata import MetadataStore
 
@@ -104,10 +111,15 @@ def check_redeploy(project: Any, name: str, target: str, *, model: Path, serving
         listed = open_target(target, project.credentials, store.state_dir).list()
         return len([d for d in listed if d.name == name])
 
-    deployed = run_cli(project.dir, "deploy", model, "--name", name, "--timeout", timeout, *_common(project, target),
-                       timeout=timeout, env=env)
-    assert deployed.code == 0, f"the deploy after the crash failed: {deployed.out} {deployed.err}"
-    summary: dict[str, Any] = deployed.json()
+    summary: dict[str, Any]
+    if in_process:
+        summary = deploykit.deploy(model, target=target, name=name, credentials=project.credentials,
+                                   metadata=project.metadata, timeout=timeout).summary()
+    else:
+        deployed = run_cli(project.dir, "deploy", model, "--name", name, "--timeout", timeout,
+                           *_common(project, target), timeout=timeout, env=env)
+        assert deployed.code == 0, f"the deploy after the crash failed: {deployed.out} {deployed.err}"
+        summary = deployed.json()
     assert summary["status"] == "ready", summary
     assert store.pending(name, target) == [], f"still pending after the deploy: {store.pending(name, target)}"
     served = count()
@@ -116,14 +128,19 @@ def check_redeploy(project: Any, name: str, target: str, *, model: Path, serving
 
 
 def check_deleted(project: Any, name: str, target: str, leftovers: Callable[[], list[Any]], *,
-                  env: dict[str, str] | None = None, timeout: float = 300.0) -> None:
-    """The second half of ``check_after_crash``: ``delete`` (a fresh process) succeeds, removes the
-    record and every pending operation of ``name``, and leaves ``leftovers() == []``."""
+                  env: dict[str, str] | None = None, timeout: float = 300.0, in_process: bool = False) -> None:
+    """The second half of ``check_after_crash``: ``delete`` (a fresh process, or this one with
+    ``in_process``) succeeds, removes the record and every pending operation of ``name``, and
+    leaves ``leftovers() == []``."""
+    import deploykit
     from deploykit.metadata import MetadataStore
 
     store = MetadataStore(project.metadata)
-    deleted = run_cli(project.dir, "delete", name, *_common(project, target), timeout=timeout, env=env)
-    assert deleted.code == 0, f"the delete after the crash failed: {deleted.out} {deleted.err}"
+    if in_process:
+        deploykit.delete(name, target=target, credentials=project.credentials, metadata=project.metadata)
+    else:
+        deleted = run_cli(project.dir, "delete", name, *_common(project, target), timeout=timeout, env=env)
+        assert deleted.code == 0, f"the delete after the crash failed: {deleted.out} {deleted.err}"
     assert store.read().find(name, target) is None and store.pending(name, target) == []
     left = leftovers()
     assert left == [], f"delete left {left!r} on {target} for {name!r}"

@@ -75,6 +75,8 @@ def http_status(exc: BaseException) -> int | None:
     if isinstance(status, int):
         return status
     text = str(exc)
+    if text.startswith("Artifact with artifact_id: ") and text.endswith("does not exist."):
+        return 404  # repository.delete turns Watson's 404 into this message, without the status
     match = re.search(r'"status_code"\s*:\s*(\d{3})', text) or re.search(r"Status code:\s*(\d{3})", text)
     if match:
         return int(match.group(1))

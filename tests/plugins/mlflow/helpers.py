@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import sys
 import threading
 import time
@@ -93,3 +94,36 @@ def fragile_model(folder: Path, bank_model: Path) -> Path:
     joblib.dump(module.Thresholds(), path)
     (folder / "fragile.schema.json").write_text(bank_model.with_name("bank-model.schema.json").read_text())
     return path
+
+
+def leftovers(project: Any, name: str) -> list[str]:
+    """What exists of deployment ``name`` in the tracking server and on this machine: registered
+    versions, aliases, active runs tagged with the name, and live scoring servers and relays."""
+    from mlflow.exceptions import MlflowException
+
+    from deploykit_plugins.mlflow import serving
+    from deploykit_plugins.mlflow.registry import NAME_TAG
+
+    client = project.client()
+    found = [f"version {mv.version}" for mv in client.search_model_versions(f"name = '{name}'")]
+    try:
+        found += [f"alias {alias}" for alias in client.get_registered_model(name).aliases]
+    except MlflowException:
+        pass
+    experiment = client.get_experiment_by_name("deploykit")
+    if experiment is not None:
+        runs = client.search_runs([experiment.experiment_id], filter_string=f"tags.`{NAME_TAG}` = '{name}'")
+        found += [f"run {run.info.run_id}" for run in runs]
+    found += [f"scoring server pid {pid}" for pid in serving.processes_with(b"mlflow", b"serve",
+                                                                             f"models:/{name}/".encode())]
+    files = serving.ServerFiles(project.dir / ".deploykit", name)
+    found += [f"relay pid {pid}" for pid in serving.fronts_of(files)]
+    return found
+
+
+def serving_servers(name: str) -> list[int]:
+    """Pids of the live ``mlflow models serve`` session leaders of any version of ``name``."""
+    from deploykit_plugins.mlflow import serving
+
+    return [pid for pid in serving.processes_with(b"mlflow", b"serve", f"models:/{name}/".encode())
+            if serving.is_backend(pid) and os.getsid(pid) == pid]

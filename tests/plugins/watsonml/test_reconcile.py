@@ -117,3 +117,13 @@ def test_models_and_deployments_are_listed_by_tag(cpd_project: WatsonProject, ba
     assert [d["metadata"]["id"] for d in deps] == [created.ids["deployment_uid"]]
     assert "deploykit-rev:1" in models[0]["metadata"]["tags"]
     assert session.tagged("models", "deploykit-name:other") == []
+
+
+def test_a_delete_run_again_after_it_completed_is_no_error(cpd_project: WatsonProject, bank_model) -> None:
+    """What finishing a delete killed after the target deleted everything does (crash point
+    delete:target-deleted): the client's 'Artifact ... does not exist' counts as gone, not as a failure."""
+    emu = cpd_project.emulator
+    created = deploykit.deploy(bank_model, target="watsonml", name="bank-model")
+    _target(cpd_project).delete(created)
+    assert emu.models == {} and emu.deployments == {}
+    _target(cpd_project).delete(created)
