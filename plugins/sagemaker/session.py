@@ -14,7 +14,23 @@ from typing import Any, TypeVar
 from deploykit.errors import CredentialsError, DeployKitError, DeploymentError
 from deploykit_plugins.sagemaker.settings import SageMakerSettings
 
-__all__ = ["AwsSession", "error_code", "is_missing"]
+__all__ = ["AwsSession", "botocore_session", "error_code", "is_missing"]
+
+_LOADER: Any = None
+
+
+def botocore_session() -> Any:
+    """A new botocore session (credentials resolved afresh) sharing one process-wide data loader, so
+    SageMaker's large service model is parsed once per process, not once per target."""
+    global _LOADER
+    import botocore.loaders
+    import botocore.session
+
+    if _LOADER is None:
+        _LOADER = botocore.loaders.create_loader()
+    session = botocore.session.Session()
+    session.register_component("data_loader", _LOADER)
+    return session
 
 T = TypeVar("T")
 
@@ -58,7 +74,8 @@ class AwsSession:
             import botocore.exceptions
 
             try:
-                self._session = boto3.session.Session(profile_name=self.settings.profile,
+                self._session = boto3.session.Session(botocore_session=botocore_session(),
+                                                      profile_name=self.settings.profile,
                                                       region_name=self.settings.region)
             except botocore.exceptions.ProfileNotFound:
                 raise CredentialsError(

@@ -38,10 +38,11 @@ SERVICES = ("sagemaker", "sagemaker-runtime", "s3")
 def known_instance_types() -> frozenset[str]:
     """The instance types botocore's SageMaker model lists for endpoints (empty if botocore is missing)."""
     try:
-        import botocore.session
+        from deploykit_plugins.sagemaker.session import botocore_session
+
+        model = botocore_session().get_service_model("sagemaker")
     except ImportError:
         return frozenset()
-    model = botocore.session.get_session().get_service_model("sagemaker")
     return frozenset(model.shape_for("ProductionVariantInstanceType").enum)
 
 

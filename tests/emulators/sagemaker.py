@@ -100,13 +100,19 @@ def _free_port() -> int:
 
 
 class Container:
-    """One running container process (an endpoint revision's fleet)."""
+    """One running container process (an endpoint revision's fleet), forked by the container fork server."""
 
-    def __init__(self, proc: subprocess.Popen[str], port: int, folder: Path, log: Path, config: str) -> None:
-        self.proc, self.port, self.folder, self.log, self.config = proc, port, folder, log, config
+    def __init__(self, pid: int, port: int, folder: Path, log: Path, config: str) -> None:
+        self.pid, self.port, self.folder, self.log, self.config = pid, port, folder, log, config
 
     def alive(self) -> bool:
-        return self.proc.poll() is None
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        with contextlib.suppress(OSError):  # a zombie (its parent has not reaped it yet) is not alive
+            return "State:\tZ" not in Path(f"/proc/{self.pid}/status").read_text()
+        return True
 
     def healthy(self) -> bool:
         try:
@@ -130,10 +136,8 @@ class Container:
         return ""
 
     def stop(self) -> None:
-        if self.alive():
-            self.proc.kill()
-        with contextlib.suppress(Exception):
-            self.proc.wait(timeout=10)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.pid, signal.SIGKILL)
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
@@ -177,9 +181,8 @@ class SageMakerEmulator:
         self._moto: subprocess.Popen[bytes] | None = None
         self._server: ThreadingHTTPServer | None = None
         self._clients: dict[str, Any] = {}
-        self._warm: tuple[subprocess.Popen[str], Path, Path] | None = None
-        self._warm_lock = threading.Lock()
-        self._stopping = False
+        self._zygote: subprocess.Popen[str] | None = None
+        self._zygote_lock = threading.Lock()
 
     # -- process -----------------------------------------------------------------------------
     def __enter__(self) -> SageMakerEmulator:
@@ -208,8 +211,7 @@ class SageMakerEmulator:
         self._server.daemon_threads = True
         self.port = int(self._server.server_address[1])
         threading.Thread(target=self._server.serve_forever, name="sagemaker-emulator", daemon=True).start()
-        with self._warm_lock:
-            self._warm = self._spawn()
+        threading.Thread(target=self._fork, args=({},), daemon=True).start()  # import the image's libraries now
 
     @property
     def url(self) -> str:
@@ -219,12 +221,11 @@ class SageMakerEmulator:
     def stop(self) -> None:
         """Stop every container, the front and moto."""
         self.reset(moto=False)
-        with self._warm_lock:
-            self._stopping = True
-            if self._warm is not None:
-                self._warm[0].kill()
-                self._warm[0].wait(timeout=10)
-                self._warm = None
+        with self._zygote_lock:
+            if self._zygote is not None:
+                self._zygote.kill()
+                self._zygote.wait(timeout=10)
+                self._zygote = None
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -420,13 +421,12 @@ class SageMakerEmulator:
                            "ensure that the object exists and the execution role can read it.") from None
         if self.faults.bad_tarball:
             data = data[: len(data) // 3]
-        proc, folder, log = self._take_process()
-        model_dir = folder / "model"
+        folder = Path(tempfile.mkdtemp(prefix=f"{config_name}-", dir=self.folder))
+        model_dir, log = folder / "model", folder / "container.log"
         try:
             with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
                 tar.extractall(model_dir, filter="data")
         except (tarfile.TarError, EOFError, OSError) as exc:
-            proc.kill()
             shutil.rmtree(folder, ignore_errors=True)
             raise ApiError(400, "ValidationException", f"Failed to extract model data archive from URL {url}. "
                            f"Please ensure that the object located at the URL is a valid tar.gz archive ({exc}).") from None
@@ -435,32 +435,32 @@ class SageMakerEmulator:
             env["DKEMU_PING_NEVER"] = "1"
         if self.faults.model_fn_error:
             env["DKEMU_MODEL_FN_ERROR"] = self.faults.model_fn_error
-        assert proc.stdin is not None and proc.stdout is not None
-        proc.stdin.write(json.dumps({"model_dir": str(model_dir), "env": env}) + "\n")
-        proc.stdin.flush()
-        line = proc.stdout.readline()
-        while line.startswith("WARM"):
-            line = proc.stdout.readline()
-        if not line.startswith("PORT "):
-            proc.kill()
-            raise ApiError(400, "ValidationException", f"The container did not start: {log.read_text()[-500:]}")
-        return Container(proc, int(line.split()[1]), folder, log, config_name)
+        answer = self._fork({"model_dir": str(model_dir), "env": env, "log": str(log)})
+        found = re.match(r"^PID (\d+) PORT (\d+)$", answer)
+        if found is None or found.group(2) == "0":
+            raise ApiError(400, "ValidationException", f"The container did not start: {answer} {log.read_text()[-500:]}")
+        return Container(int(found.group(1)), int(found.group(2)), folder, log, config_name)
 
-    def _spawn(self) -> tuple[subprocess.Popen[str], Path, Path]:
-        folder = Path(tempfile.mkdtemp(prefix="container-", dir=self.folder))
-        log = folder / "container.log"
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("DKEMU_", "DEPLOYKIT_CRASH"))}
-        with open(log, "w") as err:
-            proc = subprocess.Popen([sys.executable, "-I", str(CONTAINER)], stdin=subprocess.PIPE,
-                                    stdout=subprocess.PIPE, stderr=err, text=True, env=env, cwd=folder)
-        return proc, folder, log
-
-    def _take_process(self) -> tuple[subprocess.Popen[str], Path, Path]:
-        """A container process whose libraries are (being) imported; another is started for the next revision."""
-        with self._warm_lock:
-            taken = self._warm if self._warm is not None and self._warm[0].poll() is None else self._spawn()
-            self._warm = self._spawn() if not self._stopping else None
-        return taken
+    def _fork(self, request: dict[str, Any]) -> str:
+        """Ask the container fork server for one container process (it is started on first use)."""
+        with self._zygote_lock:
+            if self._zygote is None or self._zygote.poll() is not None:
+                env = {k: v for k, v in os.environ.items() if not k.startswith(("DKEMU_", "DEPLOYKIT_CRASH"))}
+                with open(self.folder / "zygote.log", "w") as err:
+                    self._zygote = subprocess.Popen([sys.executable, "-I", str(CONTAINER)], stdin=subprocess.PIPE,
+                                                    stdout=subprocess.PIPE, stderr=err, text=True, env=env,
+                                                    cwd=self.folder)
+                assert self._zygote.stdout is not None
+                ready = self._zygote.stdout.readline()
+                if not ready.startswith("READY"):
+                    raise ApiError(400, "ValidationException", "the container image did not start: "
+                                   f"{(self.folder / 'zygote.log').read_text()[-500:]}")
+            if not request:
+                return ""
+            assert self._zygote.stdin is not None and self._zygote.stdout is not None
+            self._zygote.stdin.write(json.dumps(request) + "\n")
+            self._zygote.stdin.flush()
+            return self._zygote.stdout.readline().strip()
 
     def _await_health(self, container: Container) -> str | None:
         deadline = time.monotonic() + self.faults.health_timeout

@@ -1,6 +1,7 @@
 """A stand-in for SageMaker's scikit-learn serving container, run by the SageMaker emulator per endpoint revision.
 
-    echo '{"model_dir": "DIR", "env": {}}' | python tests/emulators/sagemaker_container.py   (prints "PORT <n>", serves)
+    echo '{"model_dir": "DIR", "env": {}, "log": "c.log"}' | python tests/emulators/sagemaker_container.py
+    # -> "PID <pid> PORT <port>": a container process serving DIR (a fork server: one line, one container)
 
 It honours the container contract (shared/reference/sagemaker.md §1.4, §3): the model tarball is
 already extracted into ``model_dir`` (SageMaker's ``/opt/ml/model``); ``SAGEMAKER_PROGRAM`` names
@@ -23,6 +24,7 @@ import argparse
 import importlib.util
 import json
 import os
+import signal
 import sys
 import threading
 import traceback
@@ -153,32 +155,12 @@ def _handler(container: Container) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-def main() -> None:
-    """Import the image's libraries, read the revision's settings, bind a port, print it, load the model, serve.
-
-    The first stdin line is JSON ``{"model_dir": ..., "env": {...}}`` (the container's
-    ``Environment``): the emulator starts a process ahead of time, while the libraries import
-    (``WARM`` is printed then), and hands it the next revision, so a revision does not wait for
-    pandas and scikit-learn to import on a busy machine.
-    """
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--port", type=int, default=0)
-    args = parser.parse_args()
-    sys.meta_path.insert(0, _NoDeploykit())
-    import joblib  # noqa: F401  (what the real image has installed, imported ahead of time)
-    import numpy  # noqa: F401
-    import pandas  # noqa: F401
-    import sklearn.pipeline  # noqa: F401
-
-    print("WARM", flush=True)
-    line = sys.stdin.readline()
-    if not line.strip():
-        return
-    revision = json.loads(line)
-    os.environ.update({str(k): str(v) for k, v in revision.get("env", {}).items()})
-    container = Container(revision["model_dir"])
-    server = ThreadingHTTPServer(("127.0.0.1", args.port), _handler(container))
-    print(f"PORT {server.server_address[1]}", flush=True)
+def serve(model_dir: str, env: dict[str, str], port: int = 0, announce: Any = None) -> None:
+    """Be one container: apply the revision's ``Environment``, bind, announce the port, load, serve forever."""
+    os.environ.update({str(k): str(v) for k, v in env.items()})
+    container = Container(model_dir)
+    server = ThreadingHTTPServer(("127.0.0.1", port), _handler(container))
+    (announce or (lambda p: print(f"PORT {p}", flush=True)))(server.server_address[1])
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         container.load()
@@ -187,6 +169,63 @@ def main() -> None:
         sys.stderr.flush()
         os._exit(1)
     threading.Event().wait()
+
+
+def _fork_one(request: dict[str, Any]) -> str:
+    """Fork a container process for ``request`` (``model_dir``, ``env``, ``log``); ``PID <pid> PORT <port>``."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the container: its own process, stderr to its log
+        try:
+            os.close(read_end)
+            os.setsid()
+            log = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            null = os.open(os.devnull, os.O_RDWR)
+            os.dup2(null, 0)
+            os.dup2(log, 1)
+            os.dup2(log, 2)
+            sys.stdin = open(0, closefd=False)  # noqa: SIM115
+            sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115
+            sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+
+            def announce(port: int) -> None:
+                os.write(write_end, f"{port}\n".encode())
+                os.close(write_end)
+
+            serve(request["model_dir"], request.get("env") or {}, 0, announce)
+        finally:
+            os._exit(1)
+    os.close(write_end)
+    with os.fdopen(read_end) as reader:
+        port = reader.readline().strip()
+    return f"PID {pid} PORT {port or 0}"
+
+
+def main() -> None:
+    """A fork server of containers: import the image's libraries once, then fork one process per revision.
+
+    Each stdin line is JSON ``{"model_dir": ..., "env": {...}, "log": ...}``; the answer line is
+    ``PID <pid> PORT <port>``. A revision thus gets its own process at once instead of waiting
+    for pandas and scikit-learn to import on a busy machine; the children are reaped by the
+    kernel (SIGCHLD ignored) and killed by the emulator by pid.
+    """
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.parse_args()
+    sys.meta_path.insert(0, _NoDeploykit())
+    import joblib  # noqa: F401  (what the real image has installed, imported once in the fork server)
+    import numpy  # noqa: F401
+    import pandas  # noqa: F401
+    import sklearn.compose  # noqa: F401
+    import sklearn.linear_model  # noqa: F401
+    import sklearn.pipeline  # noqa: F401
+    import sklearn.preprocessing  # noqa: F401
+
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    print("READY", flush=True)
+    for line in sys.stdin:
+        if line.strip():
+            print(_fork_one(json.loads(line)), flush=True)
 
 
 if __name__ == "__main__":
