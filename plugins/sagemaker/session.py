@@ -89,7 +89,7 @@ class AwsSession:
         if service not in self._clients:
             from botocore.config import Config
 
-            config = Config(retries={"mode": "standard", "max_attempts": self.settings.max_retries + 1},
+            config = Config(retries={"mode": "standard", "max_attempts": self.settings.max_retries},  # retries, not calls
                             connect_timeout=10, read_timeout=70, s3={"addressing_style": "path"},
                             user_agent_extra="deploykit")
             self._clients[service] = self._boto_session().client(

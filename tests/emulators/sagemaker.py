@@ -515,22 +515,21 @@ class SageMakerEmulator:
                 raise ApiError(400, "ValidationException", f"Could not assume role {params.get('ExecutionRoleArn')}. "
                                "Please ensure that the role exists and allows principal 'sagemaker.amazonaws.com' to "
                                "assume the role.")
-            with contextlib.suppress(ApiError):
-                self._exists(lambda: sm.describe_model(ModelName=params["ModelName"]))
+            if self._exists(lambda: sm.describe_model(ModelName=params["ModelName"])):
                 raise ApiError(400, "ValidationException", "Cannot create already existing model "
                                f'"{self._arn(region, "model", params["ModelName"])}".')
-        if op == "CreateEndpointConfig":
-            with contextlib.suppress(ApiError):
-                self._exists(lambda: sm.describe_endpoint_config(EndpointConfigName=params["EndpointConfigName"]))
-                raise ApiError(400, "ValidationException", "Cannot create already existing endpoint configuration "
-                               f'"{self._arn(region, "endpoint-config", params["EndpointConfigName"])}".')
+        if op == "CreateEndpointConfig" and self._exists(
+                lambda: sm.describe_endpoint_config(EndpointConfigName=params["EndpointConfigName"])):
+            raise ApiError(400, "ValidationException", "Cannot create already existing endpoint configuration "
+                           f'"{self._arn(region, "endpoint-config", params["EndpointConfigName"])}".')
 
     @staticmethod
-    def _exists(describe: Any) -> None:
+    def _exists(describe: Any) -> bool:
         try:
             describe()
-        except Exception:  # noqa: BLE001
-            raise ApiError(404, "missing", "") from None
+        except Exception:  # noqa: BLE001  (moto's answer for a missing model or config)
+            return False
+        return True
 
 
 def _front(emu: SageMakerEmulator) -> type[BaseHTTPRequestHandler]:
