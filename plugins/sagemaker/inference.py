@@ -58,7 +58,7 @@ class Served:
         self.classes = manifest.get("classes")
         self.columns = schema.names or None
         self.types = {c.name: c.type for c in schema.columns} or None
-        self.scorer = ModelScorer(self)  # type: ignore[arg-type]  # duck-types the Artifact it reads
+        self.scorer = ModelScorer(self)  # duck-types the Artifact it reads
 
 
 def model_fn(model_dir: str) -> Served:
@@ -115,7 +115,7 @@ def predict_fn(input_data: tuple[str, Any], model: Served) -> Any:
         raise InferenceError(400, str(exc)) from None
     try:
         return model.scorer(pd.DataFrame(columns, copy=False), want_proba=True)
-    except Exception as exc:  # the schema held, so what the model still refuses is input it cannot handle
+    except Exception as exc:  # noqa: BLE001  (the schema held: what the model still refuses is bad input)
         raise InferenceError(422, f"the model rejected the input: {type(exc).__name__}: {exc}; check the values "
                                   "against the model's training data (e.g. categories it has never seen)") from None
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from deploykit.errors import CredentialsError, DeployKitError, DeploymentError
 from deploykit_plugins.sagemaker.settings import SageMakerSettings
+
+from deploykit.errors import CredentialsError, DeployKitError, DeploymentError
 
 __all__ = ["AwsSession", "botocore_session", "error_code", "is_missing"]
 

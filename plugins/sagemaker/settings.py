@@ -178,7 +178,7 @@ class SageMakerSettings(TargetSettings):
 
     def url_for(self, service: str) -> str | None:
         """The endpoint URL boto3 uses for ``service`` (None: AWS's own)."""
-        return self.endpoint_urls.get(service) or self.endpoint_url  # type: ignore[call-overload, no-any-return]
+        return self.endpoint_urls.get(service) or self.endpoint_url  # type: ignore[call-overload]
 
     def resource_tags(self, extra: dict[str, str]) -> list[dict[str, Any]]:
         """The user's tags plus deploykit's, in the ``[{Key, Value}]`` form SageMaker takes."""

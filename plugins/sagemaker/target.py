@@ -36,13 +36,14 @@ import json
 import re
 from typing import TYPE_CHECKING, Any
 
+from deploykit_plugins.sagemaker.images import image_uri as table_image_uri
+from deploykit_plugins.sagemaker.session import AwsSession
+from deploykit_plugins.sagemaker.settings import SageMakerSettings
+
 from deploykit.deployment import Deployment
 from deploykit.errors import DeployKitError, DeploymentError, PayloadError, ScoringError
 from deploykit.faults import crash_point
 from deploykit.target import TargetContext, wait_until
-from deploykit_plugins.sagemaker.images import image_uri as table_image_uri
-from deploykit_plugins.sagemaker.session import AwsSession
-from deploykit_plugins.sagemaker.settings import SageMakerSettings
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -288,6 +289,13 @@ class SageMakerTarget:
         self.aws.call(f"deleting {uri}", lambda: s3.delete_object(Bucket=bucket, Key=key),
                       permission="s3:DeleteObject", missing_ok=True)
 
+    def _delete_key(self, key: str) -> None:
+        """Delete one object of the bucket (gone already is fine)."""
+        s3 = self.aws.client("s3")
+        self.aws.call(f"deleting s3://{self.settings.bucket}/{key}",
+                      lambda: s3.delete_object(Bucket=self.settings.bucket, Key=key),
+                      permission="s3:DeleteObject", missing_ok=True)
+
     def _record(self, name: str, ids: dict[str, Any], status: str = "pending") -> Deployment:
         return Deployment(name=name, target="sagemaker", status=status, url=self._url(name), ids=dict(ids))
 
@@ -467,10 +475,7 @@ class SageMakerTarget:
         kept_dirs = {k[len(name) + 1:] for k in keep}
         for key in self._objects(name):
             if key.split("/")[-2] not in kept_dirs:
-                s3 = self.aws.client("s3")
-                self.aws.call(f"deleting s3://{self.settings.bucket}/{key}",
-                              lambda k=key: s3.delete_object(Bucket=self.settings.bucket, Key=k),
-                              permission="s3:DeleteObject", missing_ok=True)
+                self._delete_key(key)
 
     def _delete_endpoint(self, name: str) -> None:
         gone = self.aws.call(f"deleting endpoint {name!r}", lambda: self.sm.delete_endpoint(EndpointName=name),
@@ -489,11 +494,8 @@ class SageMakerTarget:
                     for k in ("model_name", "config_name") if ids.get(k)}
         for resource in sorted(models | configs | recorded):
             self._remove_revision(name, resource)
-        s3 = self.aws.client("s3")
         for key in self._objects(name):
-            self.aws.call(f"deleting s3://{self.settings.bucket}/{key}",
-                          lambda k=key: s3.delete_object(Bucket=self.settings.bucket, Key=k),
-                          permission="s3:DeleteObject", missing_ok=True)
+            self._delete_key(key)
 
     def get(self, current: Deployment) -> Deployment:
         """The record with its status from one ``describe_endpoint``: ``missing`` when the endpoint
@@ -601,10 +603,7 @@ class SageMakerTarget:
         for key in self._objects(name):
             if key.split("/")[-2].startswith(f"{op.revision}-") and \
                     not any(key.split("/")[-2] == u[len(name) + 1:] for u in used):
-                s3 = self.aws.client("s3")
-                self.aws.call(f"deleting s3://{self.settings.bucket}/{key}",
-                              lambda k=key: s3.delete_object(Bucket=self.settings.bucket, Key=k),
-                              permission="s3:DeleteObject", missing_ok=True)
+                self._delete_key(key)
         return None
 
     def _put_back(self, name: str, current: Deployment | None, endpoint: dict[str, Any] | None) -> None:

@@ -189,7 +189,7 @@ class SageMakerEmulator:
         self.start()
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
     def start(self) -> None:
@@ -536,7 +536,7 @@ def _front(emu: SageMakerEmulator) -> type[BaseHTTPRequestHandler]:
     class Front(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: Any) -> None:
             return
 
         def _send(self, status: int, body: bytes, headers: dict[str, str]) -> None:
@@ -561,19 +561,19 @@ def _front(emu: SageMakerEmulator) -> type[BaseHTTPRequestHandler]:
             found = re.search(r"Credential=([^/]+)/\d+/([^/]+)/", self.headers.get("Authorization") or "")
             return (found.group(1), found.group(2)) if found else ("", "us-east-1")
 
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             self._handle()
 
-        def do_PUT(self) -> None:  # noqa: N802
+        def do_PUT(self) -> None:
             self._handle()
 
-        def do_HEAD(self) -> None:  # noqa: N802
+        def do_HEAD(self) -> None:
             self._handle()
 
-        def do_DELETE(self) -> None:  # noqa: N802
+        def do_DELETE(self) -> None:
             self._handle()
 
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             self._handle()
 
         def _handle(self) -> None:

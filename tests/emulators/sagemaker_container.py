@@ -38,7 +38,6 @@ class _NoDeploykit:
     def find_spec(self, name: str, path: Any = None, target: Any = None) -> None:
         if name.split(".")[0] in ("deploykit", "deploykit_plugins"):
             raise ImportError(f"No module named {name!r} (the SageMaker container has no deploykit)")
-        return None
 
 
 class Handlers:
@@ -122,7 +121,7 @@ def _handler(container: Container) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: Any) -> None:
             return
 
         def _send(self, status: int, body: bytes, ctype: str = "application/json") -> None:
@@ -132,7 +131,7 @@ def _handler(container: Container) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(body)
 
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             if self.path != "/ping":
                 self._send(404, b"{}")
             elif container.ready.is_set() and not container.ping_never:
@@ -140,7 +139,7 @@ def _handler(container: Container) -> type[BaseHTTPRequestHandler]:
             else:
                 self._send(503, b"")
 
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             if self.path != "/invocations":
                 self._send(404, b"{}")
@@ -216,9 +215,9 @@ def main() -> None:
     import joblib  # noqa: F401  (what the real image has installed, imported once in the fork server)
     import numpy  # noqa: F401
     import pandas  # noqa: F401
-    import sklearn.compose  # noqa: F401
-    import sklearn.linear_model  # noqa: F401
-    import sklearn.pipeline  # noqa: F401
+    import sklearn.compose
+    import sklearn.linear_model
+    import sklearn.pipeline
     import sklearn.preprocessing  # noqa: F401
 
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)

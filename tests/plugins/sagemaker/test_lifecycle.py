@@ -16,7 +16,7 @@ import pytest
 
 import deploykit
 from deploykit.errors import DeploymentError, NotDeployedError
-from tests.plugins.sagemaker.conftest import BUCKET, REGION, SageMakerProject, boto_client, leftovers
+from tests.plugins.sagemaker.conftest import BUCKET, SageMakerProject, boto_client, leftovers
 
 NAME = "bank-model"
 
@@ -51,7 +51,8 @@ def test_create_scores_like_the_model_in_process(sm_project: SageMakerProject, b
 
     key = dep.ids["model_data_url"].split(f"{BUCKET}/", 1)[1]
     blob = boto_client(sm_project.emulator, "s3").get_object(Bucket=BUCKET, Key=key)["Body"].read()
-    names = tarfile.open(fileobj=io.BytesIO(blob)).getnames()
+    with tarfile.open(fileobj=io.BytesIO(blob)) as tar:
+        names = tar.getnames()
     assert {"model.joblib", "schema.json", "deploykit.json", "code/inference.py",
             "code/_dkserve/payload/mlflow.py"} <= set(names)
     assert "code/requirements.txt" not in names  # nothing to install: network isolation works
