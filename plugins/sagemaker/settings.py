@@ -34,16 +34,17 @@ _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 SERVICES = ("sagemaker", "sagemaker-runtime", "s3")
 
 
-@functools.lru_cache(maxsize=1)
-def known_instance_types() -> frozenset[str]:
-    """The instance types botocore's SageMaker model lists for endpoints (empty if botocore is missing)."""
+@functools.lru_cache(maxsize=2)
+def known_instance_types(shape: str = "ProductionVariantInstanceType") -> frozenset[str]:
+    """The instance types botocore's SageMaker model lists for endpoints (``TransformInstanceType``: for
+    batch transform); empty if botocore is missing."""
     try:
         from deploykit_plugins.sagemaker.session import botocore_session
 
         model = botocore_session().get_service_model("sagemaker")
     except ImportError:
         return frozenset()
-    return frozenset(model.shape_for("ProductionVariantInstanceType").enum)
+    return frozenset(model.shape_for(shape).enum)
 
 
 class _Part(BaseModel):
@@ -82,6 +83,7 @@ class SageMakerSettings(TargetSettings):
     bucket: str = Field(description="S3 bucket for model.tar.gz, in the same region")
     prefix: str = Field("deploykit", description="key prefix inside the bucket")
     instance_type: str = Field("ml.m5.large", description="endpoint instance type, e.g. ml.m5.large")
+    batch_instance_type: str = Field("ml.m5.large", description="instance type of batch transform jobs")
     instance_count: int = Field(1, ge=1, le=100, description="instances behind the endpoint")
     memory_mb: int | None = Field(None, description="serverless: memory per worker, 1024-6144 in steps of 1024")
     max_concurrency: int | None = Field(None, ge=1, le=200, description="serverless: concurrent invocations")
@@ -148,6 +150,14 @@ class SageMakerSettings(TargetSettings):
             hint = f" (known {value.split('.')[1]} sizes: {', '.join(close)})" if close else ""
             raise ValueError(f"is not an instance type SageMaker endpoints know{hint}; write one such as "
                              "ml.m5.large")
+        return value
+
+    @field_validator("batch_instance_type")
+    @classmethod
+    def _batch_instance_type(cls, value: str) -> str:
+        known = known_instance_types("TransformInstanceType")
+        if known and value not in known:
+            raise ValueError("is not an instance type SageMaker batch transform knows; write one such as ml.m5.large")
         return value
 
     @field_validator("memory_mb")

@@ -474,7 +474,7 @@ class SageMakerTarget:
             self._remove_revision(name, resource)
         kept_dirs = {k[len(name) + 1:] for k in keep}
         for key in self._objects(name):
-            if key.split("/")[-2] not in kept_dirs:
+            if key.endswith("/model.tar.gz") and key.split("/")[-2] not in kept_dirs:  # batch files are not revisions
                 self._delete_key(key)
 
     def _delete_endpoint(self, name: str) -> None:
@@ -563,14 +563,14 @@ class SageMakerTarget:
             return None
         name = op.name
         endpoint = self._settled_endpoint(name)
+        arn = (endpoint or {}).get("EndpointArn")
         serving = str((endpoint or {}).get("EndpointConfigName") or "")
         in_service = (endpoint or {}).get("EndpointStatus") == "InService"
         if op.action == "rollback":
             entry = current.revision_entry(op.revision) if current is not None else None
             wanted = str((entry.ids if entry else {}).get("config_name") or op.ids.get("config_name") or "")
             if entry is not None and in_service and serving == wanted:
-                adopted = self._record(name, {**entry.ids, "endpoint_arn": endpoint.get("EndpointArn")}, "ready")  # type: ignore[union-attr]
-                return adopted
+                return self._record(name, {**entry.ids, "endpoint_arn": arn}, "ready")
             self._put_back(name, current, endpoint)
             return None
         prefix = f"{name}-{op.revision}-"
@@ -584,7 +584,7 @@ class SageMakerTarget:
         if in_service and serving in made and self._serves_model(serving, sha) is not None:
             found = self._serves_model(serving, sha) or {}
             model, config = found["model"], found["config"]
-            ids = {"region": self.settings.region, "endpoint_name": name, "endpoint_arn": endpoint.get("EndpointArn"),  # type: ignore[union-attr]
+            ids = {"region": self.settings.region, "endpoint_name": name, "endpoint_arn": arn,
                    "model_name": model["ModelName"], "model_arn": model.get("ModelArn"), "config_name": serving,
                    "config_arn": config.get("EndpointConfigArn"),
                    "model_data_url": (model.get("PrimaryContainer") or {}).get("ModelDataUrl"),
@@ -618,6 +618,14 @@ class SageMakerTarget:
         self.context.progress(f"switching endpoint {name!r} back to config {config}")
         self._update_endpoint(name, config)
         self._settled_endpoint(name)
+
+    # -- BatchScorer -----------------------------------------------------------------------
+    def score_batch(self, deployment: Deployment, frame: pd.DataFrame, timeout: float) -> Predictions:
+        """BatchScorer: score ``frame`` as one SageMaker batch transform job of the deployment's model
+        (see ``deploykit_plugins.sagemaker.batch``); wait up to ``timeout``."""
+        from deploykit_plugins.sagemaker.batch import score_with_transform_job
+
+        return score_with_transform_job(self, deployment, frame, timeout)
 
     # -- Scorer ---------------------------------------------------------------------------
     def score(self, deployment: Deployment, frame: pd.DataFrame) -> Predictions:

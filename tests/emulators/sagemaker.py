@@ -66,7 +66,8 @@ ACCOUNT = "123456789012"
 ROLE_ARN = f"arn:aws:iam::{ACCOUNT}:role/deploykit-sagemaker"
 CONTAINER = Path(__file__).with_name("sagemaker_container.py")
 MAX_BODY = 6 * 1024 * 1024
-_OWN = {"CreateEndpoint", "DescribeEndpoint", "UpdateEndpoint", "DeleteEndpoint", "ListEndpoints"}
+_OWN = {"CreateEndpoint", "DescribeEndpoint", "UpdateEndpoint", "DeleteEndpoint", "ListEndpoints",
+        "CreateTransformJob", "DescribeTransformJob", "StopTransformJob"}
 
 
 @dataclass
@@ -174,6 +175,7 @@ class SageMakerEmulator:
         self.port = port
         self.faults = Faults()
         self.endpoints: dict[str, Endpoint] = {}
+        self.jobs: dict[str, dict[str, Any]] = {}
         self.roles = {ROLE_ARN}
         self.calls: list[str] = []
         self.lock = threading.RLock()
@@ -243,6 +245,7 @@ class SageMakerEmulator:
                     if container is not None:
                         container.stop()
             self.endpoints.clear()
+            self.jobs.clear()
             self.faults = Faults()
             self.roles = {ROLE_ARN}
             self.calls.clear()
@@ -406,6 +409,9 @@ class SageMakerEmulator:
 
     def _start_container(self, endpoint: Endpoint, config_name: str) -> Container:
         config = self._config(endpoint.region, config_name)
+        return self._start_model(endpoint, config_name, config)
+
+    def _start_model(self, endpoint: Endpoint, config_name: str, config: dict[str, Any]) -> Container:
         model_name = config["ProductionVariants"][0]["ModelName"]
         try:
             model = self.moto("sagemaker", endpoint.region).describe_model(ModelName=model_name)
@@ -473,6 +479,85 @@ class SageMakerEmulator:
             time.sleep(0.1)
         return ("The primary container for production variant primary did not pass the ping health check within "
                 f"{self.faults.health_timeout:.0f} s. Please check CloudWatch logs for this endpoint.")
+
+    # -- batch transform ------------------------------------------------------------------------------
+    def _create_transform_job(self, region: str, params: dict[str, Any]) -> dict[str, Any]:
+        name = params["TransformJobName"]
+        if name in self.jobs:
+            raise ApiError(400, "ValidationException", f"Job name must be unique within an AWS account and region, "
+                                                       f"and a job with this name already exists ({name}).")
+        try:
+            self.moto("sagemaker", region).describe_model(ModelName=params["ModelName"])
+        except Exception:  # noqa: BLE001
+            raise ApiError(400, "ValidationException", f"Could not find model \"{self._arn(region, 'model', params['ModelName'])}\".") from None
+        job = {"TransformJobName": name, "TransformJobArn": self._arn(region, "transform-job", name),
+               "TransformJobStatus": "InProgress", "ModelName": params["ModelName"], "CreationTime": time.time(),
+               "TransformInput": params["TransformInput"], "TransformOutput": params.get("TransformOutput"),
+               "TransformResources": params["TransformResources"], "BatchStrategy": params.get("BatchStrategy"),
+               "MaxPayloadInMB": params.get("MaxPayloadInMB", 6), "region": region}
+        self.jobs[name] = job
+        threading.Thread(target=self._run_job, args=(job,), daemon=True).start()
+        return {"TransformJobArn": job["TransformJobArn"]}
+
+    def _describe_transform_job(self, region: str, params: dict[str, Any]) -> dict[str, Any]:
+        job = self.jobs.get(params["TransformJobName"])
+        if job is None or job["region"] != region:
+            raise ApiError(400, "ValidationException", f"Could not find requested job with name "
+                                                       f"{params['TransformJobName']}")
+        return {k: v for k, v in job.items() if k not in ("region", "stop")}
+
+    def _stop_transform_job(self, region: str, params: dict[str, Any]) -> dict[str, Any]:
+        job = self.jobs.get(params["TransformJobName"])
+        if job is None:
+            raise ApiError(400, "ValidationException", f"Could not find requested job with name "
+                                                       f"{params['TransformJobName']}")
+        if job["TransformJobStatus"] == "InProgress":
+            job["stop"] = True
+            job["TransformJobStatus"] = "Stopping"
+        return {}
+
+    def _run_job(self, job: dict[str, Any]) -> None:
+        """Score every object under the input prefix through a container; write ``<key>.out`` (SplitType None)."""
+        region, started = job["region"], time.monotonic()
+        s3, container = self.moto("s3", region), None
+        job["TransformStartTime"] = time.time()
+        try:
+            source = job["TransformInput"]["DataSource"]["S3DataSource"]["S3Uri"]
+            bucket, _, prefix = source.removeprefix("s3://").partition("/")
+            out_bucket, _, out_prefix = job["TransformOutput"]["S3OutputPath"].removeprefix("s3://").partition("/")
+            keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])]
+            shadow = Endpoint(job["TransformJobName"], job["TransformJobArn"], "", region)
+            config = {"ProductionVariants": [{"ModelName": job["ModelName"]}]}
+            container = self._start_model(shadow, job["ModelName"], config)
+            reason = self._await_health(container)
+            if reason is not None:
+                raise ApiError(400, "ClientError", reason)
+            ctype = job["TransformInput"].get("ContentType") or "application/json"
+            accept = job["TransformOutput"].get("Accept") or "application/json"
+            for key in keys:
+                if job.get("stop"):
+                    break
+                body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+                if len(body) > int(job.get("MaxPayloadInMB") or 6) * 1024 * 1024:
+                    raise ApiError(400, "ClientError", f"{key} is over MaxPayloadInMB with SplitType None")
+                status, answer, _ = container.invoke(body, ctype, accept)
+                if status != 200:
+                    raise ApiError(400, "ClientError", f"ClientError: See job logs for more information. The "
+                                   f"container answered {status} for s3://{bucket}/{key}: {answer[:300]!r}")
+                relative = key[len(prefix):].lstrip("/")
+                s3.put_object(Bucket=out_bucket, Key=f"{out_prefix.rstrip('/')}/{relative}.out".lstrip("/"), Body=answer)
+            rest = self.faults.transition_delay - (time.monotonic() - started)
+            if rest > 0:
+                time.sleep(rest)
+            job["TransformJobStatus"] = "Stopped" if job.get("stop") else "Completed"
+        except ApiError as exc:
+            job["TransformJobStatus"], job["FailureReason"] = "Failed", exc.message
+        except Exception as exc:  # noqa: BLE001
+            job["TransformJobStatus"], job["FailureReason"] = "Failed", f"{type(exc).__name__}: {exc}"
+        finally:
+            job["TransformEndTime"] = time.time()
+            if container is not None:
+                container.stop()
 
     # -- runtime ---------------------------------------------------------------------------------------
     def invoke(self, region: str, name: str, body: bytes, ctype: str, accept: str) -> tuple[int, bytes, dict[str, str]]:
