@@ -12,8 +12,7 @@ NAME = "crashed-model"
 
 
 @pytest.mark.parametrize("step", [
-    "create:uploaded",           # the S3 object only
-    "create:config-created",     # model and config, no endpoint
+    "create:config-created",     # the S3 object, model and config, no endpoint: removed
     "create:endpoint-created",   # the endpoint is Creating: reconcile waits, then adopts it
     "create:ready",              # InService and not recorded: adopted
 ])
