@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from deploykit.settings import Retries, TargetSettings
 
-__all__ = ["DataCapture", "SageMakerSettings", "VpcConfig", "known_instance_types"]
+__all__ = ["AsyncInference", "DataCapture", "SageMakerSettings", "VpcConfig", "known_instance_types"]
 
 _ROLE = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$")
 _REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$")
@@ -73,6 +73,24 @@ class DataCapture(_Part):
         return value
 
 
+class AsyncInference(_Part):
+    """Asynchronous inference: requests go through S3 (``invoke_endpoint_async``), answers are read from S3."""
+
+    output_path: str = Field(description="s3://bucket/prefix SageMaker writes the answers to")
+    failure_path: str | None = Field(None, description="s3://bucket/prefix for failed requests "
+                                                       "(default: <output_path>/failures)")
+    max_concurrent_invocations: int | None = Field(None, ge=1, le=1000,
+                                                   description="concurrent requests per instance")
+    timeout_seconds: float = Field(900.0, gt=0, le=3600, description="how long a score waits for the answer")
+
+    @field_validator("output_path", "failure_path")
+    @classmethod
+    def _s3(cls, value: str | None) -> str | None:
+        if value is not None and (not value.startswith("s3://") or len(value) < 8):
+            raise ValueError("must be an S3 URI such as s3://my-bucket/async")
+        return value.rstrip("/") if value else value
+
+
 class SageMakerSettings(TargetSettings):
     """Validated ``sagemaker`` settings (AWS credentials come from boto3's chain, never from here)."""
 
@@ -93,6 +111,8 @@ class SageMakerSettings(TargetSettings):
     network_isolation: bool = Field(False, description="run the container without network access")
     tags: dict[str, str] = Field(default_factory=dict, description="tags on every resource deploykit creates")
     data_capture: DataCapture | None = Field(None, description="capture requests/responses to S3")
+    async_inference: AsyncInference | None = Field(None, description="serve asynchronously through S3 "
+                                                                     "(AsyncInferenceConfig)")
     traffic_routing: Literal["ALL_AT_ONCE", "CANARY", "LINEAR"] = Field(
         "ALL_AT_ONCE", description="blue/green traffic shifting of an update")
     canary_percent: int = Field(10, ge=1, le=50, description="CANARY: share of capacity shifted first")

@@ -31,6 +31,7 @@ the moment AWS returns it; ``reconcile`` finds a revision's resources by those n
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 import re
@@ -148,6 +149,21 @@ class SageMakerTarget:
             out["KmsKeyId"] = capture.kms_key_id
         return out
 
+    def _async_config(self, carried: dict[str, Any]) -> dict[str, Any] | None:
+        """The config's AsyncInferenceConfig: from the settings, else the serving config's (AWS refuses to
+        drop it on an update)."""
+        setting = self.settings.async_inference
+        if setting is None:
+            return carried.get("AsyncInferenceConfig")
+        output: dict[str, Any] = {"S3OutputPath": setting.output_path,
+                                  "S3FailurePath": setting.failure_path or f"{setting.output_path}/failures"}
+        if self.settings.kms_key_id:
+            output["KmsKeyId"] = self.settings.kms_key_id
+        config: dict[str, Any] = {"OutputConfig": output}
+        if setting.max_concurrent_invocations:
+            config["ClientConfig"] = {"MaxConcurrentInvocationsPerInstance": setting.max_concurrent_invocations}
+        return config
+
     def _deployment_config(self) -> dict[str, Any]:
         s = self.settings
         routing: dict[str, Any] = {"Type": s.traffic_routing, "WaitIntervalInSeconds": s.wait_interval_seconds}
@@ -175,7 +191,7 @@ class SageMakerTarget:
         shaping = {"sha256": artifact.sha256, "image": image, "role": s.role_arn, "variant": self._variant("-"),
                    "vpc": s.vpc_config.model_dump() if s.vpc_config else None, "kms": s.kms_key_id,
                    "isolation": s.network_isolation, "tags": s.tags, "carried": carried,
-                   "capture": self._data_capture()}
+                   "capture": self._data_capture(), "async": self._async_config(carried)}
         digest = hashlib.sha256(json.dumps(shaping, sort_keys=True, default=str).encode()).hexdigest()
         resource = revision_names(name, revision, digest)
         return {"resource": resource, "image": image, "bucket": s.bucket, "key": self._key(name, resource),
@@ -244,8 +260,9 @@ class SageMakerTarget:
         capture = self._data_capture() or carried.get("DataCaptureConfig")
         if capture:
             kwargs["DataCaptureConfig"] = capture
-        if carried.get("AsyncInferenceConfig"):
-            kwargs["AsyncInferenceConfig"] = carried["AsyncInferenceConfig"]
+        asynchronous = self._async_config(carried)
+        if asynchronous:
+            kwargs["AsyncInferenceConfig"] = asynchronous
         if self._describe_config(config) is None:
             self.aws.call(f"creating endpoint config {config!r}", lambda: self.sm.create_endpoint_config(**kwargs),
                           permission="sagemaker:CreateEndpointConfig")
@@ -265,6 +282,9 @@ class SageMakerTarget:
         ids: dict[str, Any] = {"region": self.settings.region, "endpoint_name": name, "model_name": resource,
                                "config_name": resource, "model_data_url": f"s3://{plan['bucket']}/{plan['key']}",
                                "image_uri": plan["image"]}
+        asynchronous = self._async_config(carried)
+        if asynchronous:
+            ids["async_output"] = asynchronous["OutputConfig"]["S3OutputPath"]
         self.context.note(**ids)
         try:
             self._upload(artifact, plan)
@@ -638,6 +658,8 @@ class SageMakerTarget:
         if columns and set(columns) == {str(c) for c in frame.columns} and list(frame.columns) != columns:
             frame = frame[columns]
         body = json.dumps(encode(frame, "dataframe_split"), default=str).encode()
+        if deployment.ids.get("async_output"):
+            return self._score_async(name, body, len(frame))
         if len(body) > MAX_BODY_BYTES:
             raise PayloadError(
                 f"{len(frame)} row(s) make a request of {len(body)} bytes, over SageMaker's invoke_endpoint limit "
@@ -660,6 +682,58 @@ class SageMakerTarget:
             raise ScoringError(f"endpoint {name!r} answered {raw[:200]!r}, which is not JSON; is its container "
                                "running deploykit's inference.py? Deploy again") from None
         return Predictions.decode(decoded)
+
+    def _score_async(self, name: str, body: bytes, rows: int) -> Predictions:
+        """``invoke_endpoint_async``: the body goes to S3, the answer is awaited at the output location
+        (bounded by ``async_inference.timeout_seconds``); the request's S3 objects are removed after."""
+        import uuid
+
+        from deploykit.payload import Predictions
+
+        s3, runtime = self.aws.client("s3"), self.aws.client("sagemaker-runtime")
+        bucket = self.settings.bucket
+        key = "/".join(p for p in (self.settings.prefix, name, "async-input", f"{uuid.uuid4().hex}.json") if p)
+        timeout = self.settings.async_inference.timeout_seconds if self.settings.async_inference else 900.0
+        self.aws.call(f"uploading the request to s3://{bucket}/{key}",
+                      lambda: s3.put_object(Bucket=bucket, Key=key, Body=body), permission="s3:PutObject",
+                      error=ScoringError)
+        locations: list[str] = []
+        try:
+            answer = self.aws.call(f"scoring {rows} row(s) on async endpoint {name!r}", lambda: runtime.invoke_endpoint_async(
+                EndpointName=name, InputLocation=f"s3://{bucket}/{key}", ContentType="application/json",
+                Accept="application/json", InvocationTimeoutSeconds=min(3600, max(1, int(timeout)))),
+                permission="sagemaker:InvokeEndpointAsync", error=ScoringError) or {}
+            locations = [str(answer[k]) for k in ("OutputLocation", "FailureLocation") if answer.get(k)]
+
+            def fetch() -> tuple[str, bytes] | None:
+                for location in locations:
+                    where, _, path = location.removeprefix("s3://").partition("/")
+                    got = self.aws.call(f"reading {location}", functools.partial(s3.get_object, Bucket=where, Key=path),
+                                        permission="s3:GetObject", missing_ok=True, error=ScoringError)
+                    if got is not None:
+                        return location, got["Body"].read()
+                return None
+
+            location, raw = wait_until(fetch, timeout=timeout, what=f"the async answer of endpoint {name!r} at "
+                                       f"{locations[0] if locations else '(no output location)'}", first=0.1,
+                                       most=self.settings.poll_interval)
+        finally:
+            for leftover in [f"s3://{bucket}/{key}", *locations]:
+                where, _, path = leftover.removeprefix("s3://").partition("/")
+                self.aws.call(f"deleting {leftover}", functools.partial(s3.delete_object, Bucket=where, Key=path),
+                              permission="s3:DeleteObject", missing_ok=True, error=ScoringError)
+        if len(locations) > 1 and location == locations[1]:
+            text = raw.decode(errors="replace")
+            try:
+                text = str(json.loads(text).get("error") or text)
+            except (ValueError, AttributeError):
+                pass
+            raise ScoringError(f"the model on async endpoint {name!r} refused the request: {text}; see the "
+                               f"CloudWatch log group {_log_group(name)}", body=text)
+        try:
+            return Predictions.decode(json.loads(raw))
+        except ValueError:
+            raise ScoringError(f"the async answer of endpoint {name!r} at {location} is not JSON: {raw[:200]!r}") from None
 
     def _scoring_error(self, name: str, exc: Exception) -> DeployKitError:
         from deploykit_plugins.sagemaker.session import error_code

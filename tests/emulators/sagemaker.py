@@ -159,6 +159,7 @@ class Endpoint:
     statuses: list[str] = field(default_factory=list)
     variant: str = "primary"
     capture: dict[str, Any] | None = None
+    asynchronous: dict[str, Any] | None = None
     deployment_config: dict[str, Any] | None = None
     gone: bool = False
 
@@ -303,7 +304,7 @@ class SageMakerEmulator:
                            "usage' is 0 Instances, with current utilization of 0 Instances and a request delta of 1 "
                            "Instances. Please use AWS Service Quotas to request an increase for this quota.")
         endpoint = Endpoint(name, self._arn(region, "endpoint", name), config_name, region,
-                            capture=config.get("DataCaptureConfig"))
+                            capture=config.get("DataCaptureConfig"), asynchronous=config.get("AsyncInferenceConfig"))
         endpoint.variant = config["ProductionVariants"][0]["VariantName"]
         endpoint.set("Creating")
         self.endpoints[name] = endpoint
@@ -315,6 +316,9 @@ class SageMakerEmulator:
         if endpoint.status != "InService":
             raise ApiError(400, "ValidationException", f'Cannot update in-progress endpoint "{endpoint.arn}".')
         config = self._config(region, params["EndpointConfigName"])
+        if endpoint.asynchronous and not config.get("AsyncInferenceConfig"):
+            raise ApiError(400, "ValidationException", "The AsyncInferenceConfig parameter cannot be removed from "
+                                                       "this endpoint.")
         variants = [v["VariantName"] for v in config["ProductionVariants"]]
         deployment = params.get("DeploymentConfig")
         if deployment and endpoint.variant not in variants:
@@ -393,7 +397,9 @@ class SageMakerEmulator:
             if reason is None:
                 old, endpoint.fleet, endpoint.config = endpoint.fleet, container, config_name
                 with contextlib.suppress(ApiError):
-                    endpoint.capture = self._config(endpoint.region, config_name).get("DataCaptureConfig")
+                    serving = self._config(endpoint.region, config_name)
+                    endpoint.capture = serving.get("DataCaptureConfig")
+                    endpoint.asynchronous = serving.get("AsyncInferenceConfig")
                 endpoint.set("InService")
                 if old is not None:
                     old.stop()
@@ -572,6 +578,9 @@ class SageMakerEmulator:
                 forced = False
         if endpoint is None:
             raise ApiError(400, "ValidationError", f"Endpoint {name} of account {ACCOUNT} not found.")
+        if endpoint.asynchronous:
+            raise ApiError(400, "ValidationError", f"Endpoint {name} is an asynchronous endpoint; use "
+                                                   "InvokeEndpointAsync.")
         if len(body) > MAX_BODY:
             raise ApiError(400, "ValidationError", f"Request body is {len(body)} bytes, over the limit of {MAX_BODY} bytes.")
         if forced:
@@ -590,6 +599,51 @@ class SageMakerEmulator:
                        f"group=/aws/sagemaker/Endpoints/{name} in account {ACCOUNT} for more information.",
                        OriginalStatusCode=status, OriginalMessage=text, ErrorCode=f"{kind.upper()}_ERROR_FROM_MODEL",
                        LogStreamArn=f"arn:aws:logs:{region}:{ACCOUNT}:log-group:/aws/sagemaker/Endpoints/{name}")
+
+    def invoke_async(self, region: str, name: str, headers: Any) -> tuple[int, bytes, dict[str, str]]:
+        """``POST /endpoints/{name}/async-invocations``: 202 at once; the answer is written to S3 later."""
+        with self.lock:
+            endpoint = self.endpoints.get(name)
+        if endpoint is None or endpoint.region != region:
+            raise ApiError(400, "ValidationError", f"Endpoint {name} of account {ACCOUNT} not found.")
+        if not endpoint.asynchronous:
+            raise ApiError(400, "ValidationError", f"Endpoint {name} is not configured for asynchronous inference "
+                                                   "(no AsyncInferenceConfig).")
+        source = headers.get("X-Amzn-SageMaker-InputLocation") or ""
+        if not source.startswith("s3://"):
+            raise ApiError(400, "ValidationError", f"InputLocation {source!r} is not an S3 URI.")
+        inference = headers.get("X-Amzn-SageMaker-Inference-Id") or str(uuid.uuid4())
+        output = endpoint.asynchronous["OutputConfig"]
+        out = f"{output['S3OutputPath'].rstrip('/')}/{inference}.out"
+        failed = f"{(output.get('S3FailurePath') or output['S3OutputPath']).rstrip('/')}/{inference}-error.out"
+        ctype = headers.get("X-Amzn-SageMaker-Content-Type") or "application/json"
+        accept = headers.get("X-Amzn-SageMaker-Accept") or "application/json"
+        threading.Thread(target=self._answer_async, args=(endpoint, source, out, failed, ctype, accept),
+                         daemon=True).start()
+        return 202, json.dumps({"InferenceId": inference}).encode(), {
+            "Content-Type": "application/json", "X-Amzn-SageMaker-OutputLocation": out,
+            "X-Amzn-SageMaker-FailureLocation": failed}
+
+    def _answer_async(self, endpoint: Endpoint, source: str, out: str, failed: str, ctype: str, accept: str) -> None:
+        s3 = self.moto("s3", endpoint.region)
+
+        def put(location: str, body: bytes) -> None:
+            bucket, _, key = location.removeprefix("s3://").partition("/")
+            s3.put_object(Bucket=bucket, Key=key, Body=body)
+
+        try:
+            bucket, _, key = source.removeprefix("s3://").partition("/")
+            body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+            deadline = time.monotonic() + 60
+            while endpoint.fleet is None and not endpoint.gone and time.monotonic() < deadline:
+                time.sleep(0.05)  # queued until the endpoint serves, as SageMaker's queue holds it
+            if endpoint.fleet is None:
+                raise RuntimeError(f"endpoint {endpoint.name} has no serving fleet")
+            status, answer, _ = endpoint.fleet.invoke(body, ctype, accept)
+        except Exception as exc:  # noqa: BLE001  (every failure is the request's failure file)
+            put(failed, json.dumps({"error": f"{type(exc).__name__}: {exc}"}).encode())
+            return
+        put(out if status == 200 else failed, answer)
 
     # -- checks on the calls forwarded to moto -----------------------------------------------------------
     def precheck(self, region: str, op: str, params: dict[str, Any]) -> None:
@@ -669,7 +723,7 @@ def _front(emu: SageMakerEmulator) -> type[BaseHTTPRequestHandler]:
                 return
             key, region = self._auth()
             target = self.headers.get("X-Amz-Target") or ""
-            runtime = re.match(r"^/endpoints/([^/]+)/invocations$", self.path.split("?")[0])
+            runtime = re.match(r"^/endpoints/([^/]+)/(invocations|async-invocations)$", self.path.split("?")[0])
             rest = runtime is not None
             try:
                 if emu.faults.access_keys is not None and key not in emu.faults.access_keys:
@@ -681,7 +735,8 @@ def _front(emu: SageMakerEmulator) -> type[BaseHTTPRequestHandler]:
                     raise ApiError(400 if target else 403, "UnrecognizedClientException",
                                    "The security token included in the request is invalid.")
                 if target.startswith("SageMaker.") or rest:
-                    op = target.removeprefix("SageMaker.") if target else "InvokeEndpoint"
+                    op = target.removeprefix("SageMaker.") if target else (
+                        "InvokeEndpointAsync" if runtime.group(2) == "async-invocations" else "InvokeEndpoint")  # type: ignore[union-attr]
                     emu.calls.append(op)
                     with emu.lock:
                         throttled = emu.faults.throttle > 0
@@ -693,6 +748,10 @@ def _front(emu: SageMakerEmulator) -> type[BaseHTTPRequestHandler]:
                         raise ApiError(400, "AccessDeniedException", f"User: arn:aws:iam::{ACCOUNT}:user/deploykit is "
                                        f"not authorized to perform: sagemaker:{op} because no identity-based policy "
                                        "allows the sagemaker:" + op + " action")
+                if rest and runtime.group(2) == "async-invocations":  # type: ignore[union-attr]
+                    status, answer, headers = emu.invoke_async(region, runtime.group(1), self.headers)  # type: ignore[union-attr]
+                    self._send(status, answer, headers)
+                    return
                 if rest:
                     status, answer, headers = emu.invoke(region, runtime.group(1), body,  # type: ignore[union-attr]
                                                          self.headers.get("Content-Type") or "application/json",
