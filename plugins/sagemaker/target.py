@@ -340,13 +340,14 @@ class SageMakerTarget:
         ids["endpoint_arn"] = self._create_endpoint(name, ids["config_name"], ids)
         return self._record(name, ids)
 
-    def _create_endpoint(self, name: str, config: str, ids: dict[str, Any]) -> str:
+    def _create_endpoint(self, name: str, config: str, ids: dict[str, Any], revision: int = 1) -> str:
         try:
             created = self.aws.call(f"creating endpoint {name!r}", lambda: self.sm.create_endpoint(
-                EndpointName=name, EndpointConfigName=config, Tags=self._tags(name, 1)),
+                EndpointName=name, EndpointConfigName=config, Tags=self._tags(name, revision)),
                 permission="sagemaker:CreateEndpoint")
         except DeployKitError:
-            self._remove_revision(name, config, ids.get("model_data_url"))
+            if ids:  # a revision made for this endpoint (a rollback's retained revision stays)
+                self._remove_revision(name, config, ids.get("model_data_url"))
             raise
         arn = str((created or {}).get("EndpointArn"))
         self.context.note(endpoint_arn=arn)
@@ -366,7 +367,7 @@ class SageMakerTarget:
             if endpoint is not None:
                 self._delete_endpoint(name)
             self.context.progress(f"endpoint {name!r} is gone from SageMaker; creating it again")
-            ids["endpoint_arn"] = self._create_endpoint(name, ids["config_name"], ids)
+            ids["endpoint_arn"] = self._create_endpoint(name, ids["config_name"], ids, revision)
             return self._record(name, ids)
         self._update_endpoint(name, ids["config_name"], ids)
         ids["endpoint_arn"] = endpoint.get("EndpointArn")
@@ -398,7 +399,7 @@ class SageMakerTarget:
         endpoint = self._describe_endpoint(name)
         self.context.note(config_name=str(config), model_name=str(previous.ids.get("model_name") or config))
         if endpoint is None:
-            ids["endpoint_arn"] = self._create_endpoint(name, str(config), {})
+            ids["endpoint_arn"] = self._create_endpoint(name, str(config), {}, previous.revision)
         elif endpoint.get("EndpointConfigName") != config or endpoint.get("EndpointStatus") != "InService":
             self._update_endpoint(name, str(config))
         back = self._record(name, ids)
@@ -614,7 +615,8 @@ class SageMakerTarget:
             self.context.progress(f"adopted revision {op.revision} of {name!r}: endpoint {name} serves {serving}")
             return self._record(name, ids, "ready")
         self.context.progress(f"removing what the interrupted {op.action} of {name!r} created on SageMaker")
-        if op.action == "create" and endpoint is not None and current is None:
+        if op.action == "create" and endpoint is not None and current is None and \
+                (serving in made or op.ids.get("endpoint_arn")):  # never an endpoint this operation did not make
             self._delete_endpoint(name)
         elif op.action == "update":
             self._put_back(name, current, endpoint)

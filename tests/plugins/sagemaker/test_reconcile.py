@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 import deploykit
-import deploykit.faults as faults
+from deploykit import faults
 from deploykit.artifact import load_artifact
 from deploykit.lifecycle import open_target
 from deploykit.operations import PendingOperation
@@ -78,3 +78,18 @@ def test_killed_rollback_is_adopted_or_switched_back(sm_project: SageMakerProjec
     record = _target(sm_project).reconcile(op, current)
     assert record is not None and record.ids["config_name"] == previous.ids["config_name"]
     assert sm_project.emulator.endpoints[NAME].config == previous.ids["config_name"]
+
+
+def test_reconcile_of_a_create_never_deletes_an_endpoint_it_did_not_make(sm_project: SageMakerProject,
+                                                                        bank_model) -> None:
+    from tests.emulators.sagemaker import ROLE_ARN
+    from tests.plugins.sagemaker.conftest import boto_client
+
+    sm = boto_client(sm_project.emulator, "sagemaker")
+    sm.create_model(ModelName="someone-elses", ExecutionRoleArn=ROLE_ARN, PrimaryContainer={"Image": "x"})
+    sm.create_endpoint_config(EndpointConfigName="someone-elses", ProductionVariants=[
+        {"VariantName": "v", "ModelName": "someone-elses", "InstanceType": "ml.m5.large", "InitialInstanceCount": 1}])
+    sm.create_endpoint(EndpointName=NAME, EndpointConfigName="someone-elses")
+    op = PendingOperation(NAME, "sagemaker", "create", 1, planned={"model_sha256": load_artifact(bank_model).sha256})
+    assert _target(sm_project).reconcile(op, None) is None
+    assert NAME in sm_project.emulator.endpoints  # a create killed before it made anything leaves others' alone
