@@ -32,6 +32,7 @@ BUILTIN_PLUGINS = {
     "watsonml": "deploykit_plugins.watsonml",
     "mlflow": "deploykit_plugins.mlflow",
     "batch": "deploykit_plugins.batch",
+    "sagemaker": "deploykit_plugins.sagemaker",
 }
 
 _pm: pluggy.PluginManager | None = None

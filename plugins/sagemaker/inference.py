@@ -1,0 +1,130 @@
+"""deploykit's inference handlers for SageMaker's scikit-learn container, shipped as ``code/inference.py``.
+
+The container (sagemaker-scikit-learn, or the emulator's stand-in) imports this file and calls
+``model_fn(model_dir)`` once, then ``input_fn`` -> ``predict_fn`` -> ``output_fn`` per request.
+Its own defaults cast JSON and CSV to float32 and have no ``model_fn``, so string columns,
+CSV headers and record JSON fail there; these handlers accept every payload deploykit knows
+(records, MLflow's four shapes, CSV with a header, Watson ``input_data``, V2) and enforce the
+model's schema exactly as deploykit's local server does, answering labels and probabilities in
+deploykit's response shape.
+
+The container has scikit-learn, numpy, pandas and joblib, but not deploykit: the codecs and the
+schema check are deploykit's own modules, vendored beside this file as the package ``_dkserve``
+when the tarball is built (``deploykit_plugins.sagemaker.packaging``). Nothing here imports
+``deploykit``, and nothing is installed at container start (network isolation works).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any
+
+_CODE = os.path.dirname(os.path.abspath(__file__))
+if _CODE not in sys.path:
+    sys.path.insert(0, _CODE)
+
+#: The manifest deploykit writes beside the model: the model file's name, its sha256, its classes.
+MANIFEST = "deploykit.json"
+_JSON = ("application/json", "application/jsonlines", "")
+_CSV = ("text/csv", "application/csv")
+
+
+class InferenceError(Exception):
+    """A request the handlers refuse: ``status_code`` is the HTTP status the container answers with,
+    ``str(err)`` the message (naming what was wrong and the fix), ``problems`` the schema problems."""
+
+    def __init__(self, status_code: int, message: str, problems: list[Any] | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.problems = problems or []
+
+    def body(self) -> str:
+        """The error as deploykit's error body (JSON text)."""
+        return json.dumps({"error": str(self), "problems": self.problems}, default=str)
+
+
+class Served:
+    """What ``model_fn`` returns: the model, its schema, the scorer and the manifest."""
+
+    def __init__(self, model: Any, schema: Any, manifest: dict[str, Any]) -> None:
+        from _dkserve.inference import ModelScorer
+
+        self.model = model
+        self.schema = schema
+        self.manifest = manifest
+        self.flavor = "joblib"
+        self.classes = manifest.get("classes")
+        self.columns = schema.names or None
+        self.types = {c.name: c.type for c in schema.columns} or None
+        self.scorer = ModelScorer(self)  # duck-types the Artifact it reads
+
+
+def model_fn(model_dir: str) -> Served:
+    """Load the model file and schema deploykit packed into ``model_dir`` (``/opt/ml/model``)."""
+    import joblib
+    from _dkserve.schema import Schema
+
+    with open(os.path.join(model_dir, MANIFEST), encoding="utf-8") as handle:
+        manifest = json.load(handle)
+    model = joblib.load(os.path.join(model_dir, manifest["model_file"]))
+    schema = Schema.read(os.path.join(model_dir, "schema.json"))
+    return Served(model, schema, manifest)
+
+
+def input_fn(request_body: Any, request_content_type: str | None) -> tuple[str, Any]:
+    """The request as ``("csv", text)`` or ``("json", parsed)``; 415 for another Content-Type."""
+    ctype = (request_content_type or "").split(";")[0].strip().lower()
+    if isinstance(request_body, (bytes, bytearray)):
+        try:
+            request_body = bytes(request_body).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InferenceError(400, f"the request body is not UTF-8 ({exc}); send UTF-8 JSON or CSV") from None
+    if ctype in _CSV:
+        return "csv", request_body
+    if ctype not in _JSON and not ctype.endswith("+json"):
+        raise InferenceError(415, f"Content-Type {ctype!r} is not supported; send application/json or text/csv")
+    if not str(request_body).strip():
+        raise InferenceError(400, "the request body is empty; send rows as JSON, e.g. [{\"column\": value}]")
+    try:
+        return "json", json.loads(request_body)
+    except ValueError as exc:
+        raise InferenceError(400, f"the request body is not valid JSON ({exc}); send rows as JSON or CSV "
+                                  "with a header") from None
+
+
+def predict_fn(input_data: tuple[str, Any], model: Served) -> Any:
+    """Decode the payload, check it against the schema (422 listing every problem), score it."""
+    import pandas as pd
+    from _dkserve import payload
+    from _dkserve.errors import PayloadError, SchemaError
+
+    kind, obj = input_data
+    try:
+        table = payload.decode_table(obj, model.columns, "csv" if kind == "csv" else None, types=model.types)
+        if table.rows == 0:
+            raise InferenceError(400, "the payload has no rows; send at least one row")
+        if model.schema.columns:
+            columns = model.schema.check(table)
+        else:
+            columns = {k: payload.column_array(v) for k, v in table.columns.items()}
+    except SchemaError as exc:
+        raise InferenceError(422, str(exc), list(exc.problems)) from None
+    except PayloadError as exc:
+        raise InferenceError(400, str(exc)) from None
+    try:
+        return model.scorer(pd.DataFrame(columns, copy=False), want_proba=True)
+    except Exception as exc:  # noqa: BLE001  (the schema held: what the model still refuses is bad input)
+        raise InferenceError(422, f"the model rejected the input: {type(exc).__name__}: {exc}; check the values "
+                                  "against the model's training data (e.g. categories it has never seen)") from None
+
+
+def output_fn(prediction: Any, accept: str | None) -> tuple[str, str]:
+    """``(body, content type)``: deploykit's JSON response, or CSV when ``Accept: text/csv``."""
+    want = (accept or "application/json").split(";")[0].strip().lower()
+    if want in ("application/json", "*/*", ""):
+        return json.dumps(prediction.encode("deploykit")), "application/json"
+    if want in _CSV:
+        return prediction.encode("csv"), "text/csv"
+    raise InferenceError(406, f"Accept {want!r} is not supported; ask for application/json or text/csv")

@@ -1,0 +1,83 @@
+"""``model.tar.gz`` for SageMaker's scikit-learn container: the model, its schema, deploykit's handlers.
+
+Layout (extracted by SageMaker into ``/opt/ml/model``)::
+
+    model.joblib              the model file, byte for byte (its sha256 is in deploykit.json)
+    schema.json               the input schema the handlers enforce
+    deploykit.json            manifest: model file name, sha256, classes
+    code/inference.py         model_fn / input_fn / predict_fn / output_fn (deploykit_plugins.sagemaker.inference)
+    code/_dkserve/...         deploykit's codecs and schema check, vendored (imports renamed)
+
+The container has no deploykit, so what ``inference.py`` needs is shipped under ``code/``:
+deploykit's ``errors``, ``schema``, ``inference`` and ``payload`` modules with every
+``deploykit.`` import renamed to ``_dkserve.``, and a stand-in for the plugin hook marker. No
+``requirements.txt`` is written: nothing is installed at start, so network isolation works.
+The archive is deterministic (sorted entries, zero mtimes), so the same model gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import re
+import tarfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from deploykit.artifact import Artifact
+
+__all__ = ["VENDORED", "build_model_tarball", "code_files"]
+
+#: deploykit modules shipped inside the tarball (paths relative to the deploykit package).
+VENDORED = ("errors.py", "schema.py", "inference.py", "payload/__init__.py", "payload/registry.py",
+            "payload/table.py", "payload/predictions.py", "payload/records.py", "payload/mlflow.py",
+            "payload/watson.py", "payload/v2.py", "payload/csv.py", "payload/jsontext.py")
+_PACKAGE = "_dkserve"
+_IMPORT = re.compile(r"\bdeploykit\.(?=[a-z_])")
+_SHIMS = {
+    "__init__.py": '"""deploykit\'s codecs and schema check, vendored for the SageMaker container (no deploykit there)."""\n',
+    "hookspecs.py": ('"""Stand-in for deploykit.hookspecs: the codecs register directly, no plugin manager."""\n\n'
+                     "from typing import Any\n\n\ndef hookimpl(function: Any = None, **_: Any) -> Any:\n"
+                     '    """Return the function unchanged (pluggy is not in the container)."""\n'
+                     "    return function if function is not None else (lambda f: f)\n"),
+}
+
+
+def code_files() -> dict[str, bytes]:
+    """Every file under ``code/`` in the tarball: name -> bytes."""
+    import deploykit
+
+    root = Path(deploykit.__file__).parent
+    files = {"code/inference.py": (Path(__file__).parent / "inference.py").read_bytes()}
+    for name, text in _SHIMS.items():
+        files[f"code/{_PACKAGE}/{name}"] = text.encode()
+    for rel in VENDORED:
+        source = (root / rel).read_text(encoding="utf-8")
+        files[f"code/{_PACKAGE}/{rel}"] = _IMPORT.sub(f"{_PACKAGE}.", source).encode()
+    return files
+
+
+def build_model_tarball(artifact: Artifact, dest: Path) -> tuple[Path, str]:
+    """Write ``dest`` (model.tar.gz) for ``artifact``; return its path and sha256 hex."""
+    suffix = artifact.path.suffix if artifact.path.suffix in (".joblib", ".pkl", ".pickle") else ".joblib"
+    model_file = f"model{suffix}"
+    manifest = {"model_file": model_file, "model_sha256": artifact.sha256, "classes": artifact.classes,
+                "framework": artifact.framework, "framework_version": artifact.framework_version,
+                "source": artifact.path.name}
+    files = {model_file: artifact.path.read_bytes(),
+             "schema.json": json.dumps(artifact.schema.to_dict(), indent=1, default=str).encode(),
+             "deploykit.json": json.dumps(manifest, indent=1, default=str).encode(), **code_files()}
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name in sorted(files):
+            data = files[name]
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = len(data), 0o644, 0
+            tar.addfile(info, io.BytesIO(data))
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with open(dest, "wb") as out, gzip.GzipFile(fileobj=out, mode="wb", mtime=0, filename="") as gz:
+        gz.write(raw.getvalue())
+    return dest, hashlib.sha256(dest.read_bytes()).hexdigest()
