@@ -63,7 +63,8 @@ def _state_options(func: Callable[..., Any]) -> Callable[..., Any]:
     func = click.option("--metadata", type=click.Path(dir_okay=False), default=None,
                         help="State file [default: ./metadata.yaml].")(func)
     func = click.option("--credentials", type=click.Path(dir_okay=False), default=None,
-                        help="Credentials file [default: ./credentials.yaml if present, else DEPLOYKIT_<TARGET>_<KEY> env vars].")(func)
+                        help="Credentials file [default: ./credentials.yaml if present, "
+                             "else DEPLOYKIT_<TARGET>_<KEY> env vars].")(func)
     return func
 
 

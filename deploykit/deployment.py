@@ -29,7 +29,7 @@ PATH_SUFFIXES = ("_file", "_dir", "_path", "_log")
 
 def now() -> str:
     """The current UTC time in ISO 8601, seconds precision."""
-    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+    return _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat()
 
 
 def is_path_key(key: str) -> bool:

@@ -15,9 +15,9 @@ if TYPE_CHECKING:
     from deploykit.artifact import Artifact
     from deploykit.batch import EngineRegistry
     from deploykit.deployment import Deployment
-    from deploykit.schema import Schema
     from deploykit.payload import Format
     from deploykit.registry import TargetRegistry
+    from deploykit.schema import Schema
 
 hookspec = pluggy.HookspecMarker("deploykit")
 hookimpl = pluggy.HookimplMarker("deploykit")
@@ -43,7 +43,8 @@ def deploykit_deployment_changed(event: str, deployment: Deployment) -> None:
 @hookspec(firstresult=True)
 def deploykit_load_artifact(source: str, schema: str | Path | Schema | None,
                             credentials: str | Path | None) -> Artifact | None:
-    """Called to load a model source (a path or URI); return an Artifact if you recognise ``source``, else None (first result wins)."""
+    """Called to load a model source (a path or URI); return an Artifact if you recognise
+    ``source``, else None (first result wins)."""
 
 
 @hookspec

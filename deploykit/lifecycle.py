@@ -697,7 +697,8 @@ def read_payload(data: Any) -> Any:
     try:
         text = data.read_text(encoding="utf-8")
     except OSError as exc:
-        raise PayloadError(f"payload file {str(data)!r} cannot be read ({exc.strerror}); pass an existing JSON or CSV file") from None
+        raise PayloadError(f"payload file {str(data)!r} cannot be read ({exc.strerror}); "
+                           "pass an existing JSON or CSV file") from None
     if data.suffix == ".csv":
         return text
     try:

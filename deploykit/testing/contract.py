@@ -107,8 +107,8 @@ class Contract:
 
     def remote(self) -> list[Deployment]:
         """What the target itself reports for this name (its ``list()``), ignoring metadata.yaml."""
-        from deploykit.metadata import MetadataStore
         from deploykit.lifecycle import open_target
+        from deploykit.metadata import MetadataStore
 
         state_dir = MetadataStore(self.project.metadata).state_dir
         return [d for d in open_target(self.target, self.project.credentials, state_dir).list()

@@ -20,12 +20,12 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from deploykit_plugins.local.asgi import HTTPProblem, RouteContext
-from deploykit_plugins.local.batcher import Batcher, frame_of
-from deploykit_plugins.local.settings import LocalSettings
 from fastapi import FastAPI
 
 from deploykit.artifact import Artifact
+from deploykit_plugins.local.asgi import HTTPProblem, RouteContext
+from deploykit_plugins.local.batcher import Batcher, frame_of
+from deploykit_plugins.local.settings import LocalSettings
 
 __all__ = ["Batcher", "HTTPProblem", "ServerConfig", "create_app"]
 
@@ -59,9 +59,8 @@ class ServerConfig:
 
 def create_app(artifact: Artifact, config: ServerConfig | None = None) -> FastAPI:
     """Build the app for ``artifact``; the model, schema and codecs are prepared here, once."""
-    from deploykit_plugins.local import openapi, routes
-
     from deploykit.plugins import load_formats
+    from deploykit_plugins.local import openapi, routes
 
     load_formats()
     config = config or ServerConfig()

@@ -12,18 +12,17 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from deploykit_plugins.local.batcher import Batcher, ModelError
 
 from deploykit import payload
 from deploykit.errors import PayloadError, SchemaError
 from deploykit.inference import ModelScorer
 from deploykit.payload import jsontext
 from deploykit.payload.csv import MEDIA_TYPES as _CSV_TYPES
+from deploykit_plugins.local.batcher import Batcher, ModelError
 
 if TYPE_CHECKING:
-    from deploykit_plugins.local.app import ServerConfig
-
     from deploykit.artifact import Artifact
+    from deploykit_plugins.local.app import ServerConfig
 
 __all__ = ["Endpoint", "HTTPProblem", "Raw", "RouteContext", "dumps", "headers_of", "respond", "wants_csv"]
 

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 import click
+
 from deploykit_plugins.local.settings import LocalSettings
 
 __all__ = ["serve_command"]
@@ -58,13 +59,13 @@ def settings_options(func: Callable[..., Any]) -> Callable[..., Any]:
 @settings_options
 def serve_command(model: str, schema: str | None, name: str | None, **options: Any) -> None:
     """Serve MODEL in the foreground with the local target's server (Ctrl-C stops it)."""
-    from deploykit_plugins.local.app import ServerConfig
-    from deploykit_plugins.local.server import serve
-    from deploykit_plugins.local.sockets import bind
     from pydantic import ValidationError
 
     from deploykit.artifact import load_artifact
     from deploykit.errors import DeployKitError
+    from deploykit_plugins.local.app import ServerConfig
+    from deploykit_plugins.local.server import serve
+    from deploykit_plugins.local.sockets import bind
 
     try:
         settings = LocalSettings(**options)

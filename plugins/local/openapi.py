@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from deploykit_plugins.local.asgi import JSON, RouteContext
-from deploykit_plugins.local.routes import mlflow, records, v2, watson
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute
 
 from deploykit import payload
+from deploykit_plugins.local.asgi import JSON, RouteContext
+from deploykit_plugins.local.routes import mlflow, records, v2, watson
 
 __all__ = ["document", "example_row"]
 

@@ -30,11 +30,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from deploykit_plugins.local.sockets import bind, run_uvicorn
-from deploykit_plugins.local.workers import fork_workers, wait_ready
-
 from deploykit.files import atomic_write
 from deploykit.process import stop
+from deploykit_plugins.local.sockets import bind, run_uvicorn
+from deploykit_plugins.local.workers import fork_workers, wait_ready
 
 __all__ = ["bind", "check_digest", "main", "serve"]
 
@@ -164,12 +163,12 @@ def _rotate_logs(path: str, max_bytes: int, backups: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the detached server process."""
-    from deploykit_plugins.local.app import ServerConfig
-    from deploykit_plugins.local.settings import read_document
     from pydantic import ValidationError
 
     from deploykit.artifact import load_artifact
     from deploykit.errors import DeployKitError
+    from deploykit_plugins.local.app import ServerConfig
+    from deploykit_plugins.local.settings import read_document
 
     parser = argparse.ArgumentParser(prog="deploykit-local-server")
     parser.add_argument("--settings", required=True, help="the server's settings document (JSON)")

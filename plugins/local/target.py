@@ -47,9 +47,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from deploykit_plugins.local.settings import LocalSettings, ServerDocument, write_document
-from deploykit_plugins.local.sockets import bind
-
 from deploykit.artifact import Artifact, sha256_of
 from deploykit.deployment import Deployment
 from deploykit.errors import DeploymentError, ScoringError, SmokeTestError
@@ -59,6 +56,8 @@ from deploykit.http import base_url, close_pools, request_json
 from deploykit.payload import Predictions, encode
 from deploykit.process import alive, child_environment, cmdline, free_port, is_ours, log_lines, log_tail, spawn, stop
 from deploykit.target import TargetContext, wait_until
+from deploykit_plugins.local.settings import LocalSettings, ServerDocument, write_document
+from deploykit_plugins.local.sockets import bind
 
 __all__ = ["CRASH_POINTS", "LocalSettings", "LocalTarget"]
 

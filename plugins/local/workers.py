@@ -63,14 +63,14 @@ def fork_workers(app: Any, public: socket.socket, health: socket.socket, count: 
                     os.write(ready_w, b"1")
                     os.close(ready_w)
 
-                def serving(server: Any, loop: Any) -> None:
+                def serving(server: Any, loop: Any, theirs: Any = theirs) -> None:
                     if theirs is not None:
                         from deploykit_plugins.local.handover import WorkerPort
 
                         server.worker_port = WorkerPort(server, loop, theirs)
 
                 run_uvicorn(app, own, certfile, keyfile, started, serving)
-            except BaseException as exc:  # noqa: BLE001  (a worker must never return into the parent's code)
+            except BaseException as exc:
                 if not isinstance(exc, (KeyboardInterrupt, SystemExit)):
                     print(f"deploykit server: worker {os.getpid()} failed: {exc!r}", file=sys.stderr, flush=True)
                     code = 1

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
-from enum import Enum
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from deploykit.artifact import Artifact, load_artifact
@@ -48,7 +48,7 @@ def deploykit_register_targets(registry: Any) -> None:
     registry.add("memory", MemoryTarget, description="in-process deployments for tests (no server)")
 
 
-class Step(str, Enum):
+class Step(StrEnum):
     """A call of the memory target that ``fail_next`` can make fail."""
 
     DEPLOY = "deploy"

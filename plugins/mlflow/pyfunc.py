@@ -1,6 +1,6 @@
 """The pyfunc wrapper deploykit logs a non-scikit-learn model with: any object with ``predict``."""
 
-from typing import Any, Optional
+from typing import Any
 
 import mlflow.pyfunc
 import pandas as pd
@@ -20,6 +20,6 @@ class Predictor(mlflow.pyfunc.PythonModel):  # type: ignore[misc,name-defined]
 
     # MLflow reads these hints at runtime: a DataFrame hint means "no type-hint schema", so the
     # signature deploykit builds from the artifact's schema is the one that applies.
-    def predict(self, context: Any, model_input: pd.DataFrame, params: Optional[dict[str, Any]] = None) -> Any:
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> Any:
         """The wrapped model's predictions for ``model_input`` (a DataFrame)."""
         return self.model.predict(model_input)

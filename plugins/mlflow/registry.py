@@ -20,8 +20,8 @@ if TYPE_CHECKING:
     from deploykit.artifact import Artifact
     from deploykit_plugins.mlflow.settings import MlflowSettings
 
-__all__ = ["NAME_TAG", "REVISION_TAG", "SHA_TAG", "LoggedVersion", "delete_version", "find_created", "log_and_register", "mlflow_errors", "point", "pointed_version",
-           "unpoint"]
+__all__ = ["NAME_TAG", "REVISION_TAG", "SHA_TAG", "LoggedVersion", "delete_version", "find_created", "log_and_register",
+           "mlflow_errors", "point", "pointed_version", "unpoint"]
 
 #: The tags deploykit puts on the runs and versions it creates: the model's sha256, the deployment
 #: name and the revision being deployed. Together they find what an interrupted deploy made

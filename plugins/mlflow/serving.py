@@ -25,8 +25,8 @@ from deploykit.files import atomic_write
 from deploykit.process import alive, free_port, group_alive, is_ours, spawn
 
 __all__ = ["FRONT_MODULE", "ServerFiles", "alive", "backend_port", "backends_of", "free_port", "fronts_of",
-           "group_alive", "is_backend", "is_front", "log_tail", "port_is_free", "processes_with", "read_backend", "root_cause", "start_backend", "start_front", "startup_failure", "stop",
-           "wait_front", "write_backend"]
+           "group_alive", "is_backend", "is_front", "log_tail", "port_is_free", "processes_with", "read_backend",
+           "root_cause", "start_backend", "start_front", "startup_failure", "stop", "wait_front", "write_backend"]
 
 FRONT_MODULE = "deploykit_plugins.mlflow.front"
 

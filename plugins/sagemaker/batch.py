@@ -29,10 +29,10 @@ from deploykit.target import wait_until
 
 if TYPE_CHECKING:
     import pandas as pd
-    from deploykit_plugins.sagemaker.target import SageMakerTarget
 
     from deploykit.deployment import Deployment
     from deploykit.payload import Predictions
+    from deploykit_plugins.sagemaker.target import SageMakerTarget
 
 __all__ = ["PART_BYTES", "main", "score_batch", "score_with_transform_job"]
 

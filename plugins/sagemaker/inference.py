@@ -115,7 +115,7 @@ def predict_fn(input_data: tuple[str, Any], model: Served) -> Any:
         raise InferenceError(400, str(exc)) from None
     try:
         return model.scorer(pd.DataFrame(columns, copy=False), want_proba=True)
-    except Exception as exc:  # noqa: BLE001  (the schema held: what the model still refuses is bad input)
+    except Exception as exc:
         raise InferenceError(422, f"the model rejected the input: {type(exc).__name__}: {exc}; check the values "
                                   "against the model's training data (e.g. categories it has never seen)") from None
 

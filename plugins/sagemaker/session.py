@@ -11,9 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from deploykit_plugins.sagemaker.settings import SageMakerSettings
-
 from deploykit.errors import CredentialsError, DeployKitError, DeploymentError
+from deploykit_plugins.sagemaker.settings import SageMakerSettings
 
 __all__ = ["AwsSession", "botocore_session", "error_code", "is_missing"]
 
@@ -103,7 +102,7 @@ class AwsSession:
             creds = self._boto_session().get_credentials()
         except DeployKitError:
             raise
-        except Exception:  # noqa: BLE001  (only for the message)
+        except Exception:
             return "the credentials boto3 found"
         if creds is None:
             return "no credentials"

@@ -37,14 +37,13 @@ import json
 import re
 from typing import TYPE_CHECKING, Any
 
-from deploykit_plugins.sagemaker.images import image_uri as table_image_uri
-from deploykit_plugins.sagemaker.session import AwsSession
-from deploykit_plugins.sagemaker.settings import SageMakerSettings
-
 from deploykit.deployment import Deployment
 from deploykit.errors import DeployKitError, DeploymentError, PayloadError, ScoringError
 from deploykit.faults import crash_point
 from deploykit.target import TargetContext, wait_until
+from deploykit_plugins.sagemaker.images import image_uri as table_image_uri
+from deploykit_plugins.sagemaker.session import AwsSession
+from deploykit_plugins.sagemaker.settings import SageMakerSettings
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -32,7 +32,8 @@ from typing import Any, TypeVar
 from deploykit.errors import CredentialsError, DeployKitError, DeploymentError, ScoringError
 from deploykit.process import scoped_environ
 
-__all__ = ["CLIENT_ENV_VARS", "HttpFailure", "WatsonCallError", "WatsonSession", "http_status", "parse_retry_after", "watson_reason"]
+__all__ = ["CLIENT_ENV_VARS", "HttpFailure", "WatsonCallError", "WatsonSession", "http_status", "parse_retry_after",
+           "watson_reason"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -93,7 +93,7 @@ def test_cross_key_check_does_not_echo_the_section() -> None:
         password: str | None = None
 
         @model_validator(mode="after")
-        def one_of(self) -> "Pair":
+        def one_of(self) -> Pair:
             if not (self.apikey or self.password):
                 raise ValueError("set apikey or password")
             return self

@@ -116,10 +116,10 @@ def test_the_signature_check_sees_a_wrong_parameter() -> None:
     from deploykit.target import Deployer
 
     class Sloppy:
-        def deploy(self, artifact, deployment_name):  # noqa: ANN001, ANN201
+        def deploy(self, artifact, deployment_name):
             ...
 
-        def update(self, current: str, artifact) -> None:  # noqa: ANN001
+        def update(self, current: str, artifact) -> None:
             ...
 
     problems = _signature_problems("sloppy", Sloppy, Deployer)

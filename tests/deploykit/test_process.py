@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from deploykit.process import (alive, child_environment, group_alive, is_ours, log_tail, scoped_environ, spawn,
-                               stop)
+from deploykit.process import alive, child_environment, group_alive, is_ours, log_tail, scoped_environ, spawn, stop
 
 _MARK = "deploykit-process-test"
 

@@ -198,7 +198,7 @@ class SageMakerEmulator:
     def start(self) -> None:
         """Start moto's server (a subprocess) and the front (threads of this process)."""
         self.moto_port = _free_port()
-        log = open(self.folder / "moto.log", "wb")  # noqa: SIM115  (kept open for the subprocess)
+        log = open(self.folder / "moto.log", "wb")
         self._moto = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p",
                                        str(self.moto_port)], stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 60
@@ -277,7 +277,7 @@ class SageMakerEmulator:
     def _config(self, region: str, name: str) -> dict[str, Any]:
         try:
             return dict(self.moto("sagemaker", region).describe_endpoint_config(EndpointConfigName=name))
-        except Exception:  # noqa: BLE001  (moto's answer for a missing config)
+        except Exception:
             raise ApiError(400, "ValidationException", f'Could not find endpoint configuration "'
                                                        f'{self._arn(region, "endpoint-config", name)}".') from None
 
@@ -383,7 +383,7 @@ class SageMakerEmulator:
             reason = self._await_health(container)
         except ApiError as exc:
             reason = exc.message
-        except Exception as exc:  # noqa: BLE001  (any failure is the endpoint's FailureReason)
+        except Exception as exc:
             reason = f"{type(exc).__name__}: {exc}"
         rest = self.faults.transition_delay - (time.monotonic() - started)
         if rest > 0:
@@ -421,14 +421,14 @@ class SageMakerEmulator:
         model_name = config["ProductionVariants"][0]["ModelName"]
         try:
             model = self.moto("sagemaker", endpoint.region).describe_model(ModelName=model_name)
-        except Exception:  # noqa: BLE001
+        except Exception:
             raise ApiError(400, "ValidationException", f"Could not find model {model_name}.") from None
         container = model["PrimaryContainer"]
         url = str(container.get("ModelDataUrl") or "")
         bucket, _, key = url.removeprefix("s3://").partition("/")
         try:
             data = self.moto("s3", endpoint.region).get_object(Bucket=bucket, Key=key)["Body"].read()
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise ApiError(400, "ValidationException", f"Failed to download model data from {url}: {exc}. Please "
                            "ensure that the object exists and the execution role can read it.") from None
         if self.faults.bad_tarball:
@@ -494,7 +494,7 @@ class SageMakerEmulator:
                                                        f"and a job with this name already exists ({name}).")
         try:
             self.moto("sagemaker", region).describe_model(ModelName=params["ModelName"])
-        except Exception:  # noqa: BLE001
+        except Exception:
             raise ApiError(400, "ValidationException", f"Could not find model \"{self._arn(region, 'model', params['ModelName'])}\".") from None
         job = {"TransformJobName": name, "TransformJobArn": self._arn(region, "transform-job", name),
                "TransformJobStatus": "InProgress", "ModelName": params["ModelName"], "CreationTime": time.time(),
@@ -558,7 +558,7 @@ class SageMakerEmulator:
             job["TransformJobStatus"] = "Stopped" if job.get("stop") else "Completed"
         except ApiError as exc:
             job["TransformJobStatus"], job["FailureReason"] = "Failed", exc.message
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             job["TransformJobStatus"], job["FailureReason"] = "Failed", f"{type(exc).__name__}: {exc}"
         finally:
             job["TransformEndTime"] = time.time()
@@ -640,7 +640,7 @@ class SageMakerEmulator:
             if endpoint.fleet is None:
                 raise RuntimeError(f"endpoint {endpoint.name} has no serving fleet")
             status, answer, _ = endpoint.fleet.invoke(body, ctype, accept)
-        except Exception as exc:  # noqa: BLE001  (every failure is the request's failure file)
+        except Exception as exc:
             put(failed, json.dumps({"error": f"{type(exc).__name__}: {exc}"}).encode())
             return
         put(out if status == 200 else failed, answer)
@@ -666,7 +666,7 @@ class SageMakerEmulator:
     def _exists(describe: Any) -> bool:
         try:
             describe()
-        except Exception:  # noqa: BLE001  (moto's answer for a missing model or config)
+        except Exception:
             return False
         return True
 

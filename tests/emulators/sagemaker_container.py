@@ -107,7 +107,7 @@ class Container:
             data = self.handlers.input_fn(body, content_type)
             prediction = self.handlers.predict_fn(data, self.model)
             out = self.handlers.output_fn(prediction, accept)
-        except Exception as exc:  # noqa: BLE001  (the container answers every failure)
+        except Exception as exc:
             status = int(getattr(exc, "status_code", 500) or 500)
             text = exc.body() if callable(getattr(exc, "body", None)) else json.dumps({"error": str(exc)})
             sys.stderr.write(f"invocation failed ({status}): {exc}\n")
@@ -163,7 +163,7 @@ def serve(model_dir: str, env: dict[str, str], port: int = 0, announce: Any = No
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         container.load()
-    except BaseException:  # noqa: BLE001  (a worker that cannot boot: the log says why, the process ends)
+    except BaseException:
         traceback.print_exc()
         sys.stderr.flush()
         os._exit(1)
@@ -183,9 +183,9 @@ def _fork_one(request: dict[str, Any]) -> str:
             os.dup2(null, 0)
             os.dup2(log, 1)
             os.dup2(log, 2)
-            sys.stdin = open(0, closefd=False)  # noqa: SIM115
-            sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115
-            sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115
+            sys.stdin = open(0, closefd=False)
+            sys.stdout = open(1, "w", closefd=False)
+            sys.stderr = open(2, "w", closefd=False)
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
 
             def announce(port: int) -> None:

@@ -18,9 +18,9 @@ from typing import Any
 import boto3
 import pytest
 from botocore.exceptions import ClientError
-from deploykit_plugins.sagemaker.packaging import build_model_tarball
 
 from deploykit.artifact import load_artifact
+from deploykit_plugins.sagemaker.packaging import build_model_tarball
 from tests.emulators.sagemaker import ROLE_ARN, SageMakerEmulator
 
 REGION = "us-east-1"

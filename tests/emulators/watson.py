@@ -114,7 +114,7 @@ class FaultRule:
 
 
 def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
 def _b64url(data: bytes) -> str:
@@ -202,7 +202,7 @@ def _make_certificates(directory: Path) -> tuple[Path, Path, Path]:
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "deploykit Watson emulator test CA")])
     ca_cert = (
@@ -1047,10 +1047,10 @@ class WatsonEmulator:
             except Exception as exc:
                 raise ApiError(400, "scoring_failed", f"Scoring failed: {type(exc).__name__}: {exc}") from exc
             if probabilities is None:
-                predictions.append({"fields": ["prediction"], "values": [[_to_plain(l)] for l in labels]})
+                predictions.append({"fields": ["prediction"], "values": [[_to_plain(label)] for label in labels]})
             else:
                 predictions.append({"fields": ["prediction", "probability"],
-                                    "values": [[_to_plain(l), _to_plain(p)] for l, p in zip(labels, probabilities)]})
+                                    "values": [[_to_plain(label), _to_plain(p)] for label, p in zip(labels, probabilities)]})
         return predictions
 
     def _score(self, request: Request) -> Response:

@@ -16,7 +16,7 @@ from .conftest import bank_frame
 from .helpers import assert_scored
 
 
-def test_watson_batch_jobs_through_deploykit_batch(cpd_project: WatsonProject, bank_model: Path) -> None:  # noqa: F811
+def test_watson_batch_jobs_through_deploykit_batch(cpd_project: WatsonProject, bank_model: Path) -> None:
     emu = cpd_project.emulator
     deploykit.deploy(bank_model, target="watsonml", name="bank-model")
     frame = bank_frame(300)
@@ -35,7 +35,7 @@ def test_watson_batch_jobs_through_deploykit_batch(cpd_project: WatsonProject, b
     deploykit.delete("bank-model")
 
 
-def test_a_deployment_without_a_kept_model_needs_its_target(cpd_project: WatsonProject,  # noqa: F811
+def test_a_deployment_without_a_kept_model_needs_its_target(cpd_project: WatsonProject,
                                                             bank_model: Path) -> None:
     deploykit.deploy(bank_model, target="watsonml", name="bank-model")
     bank_frame(20).to_csv(cpd_project.dir / "in.csv", index=False)

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from deploykit_plugins.local.app import ServerConfig, create_app
 from fastapi.testclient import TestClient
 
 from deploykit.artifact import Artifact, load_artifact
 from deploykit.payload import Predictions
 from deploykit.testing.servers import running
+from deploykit_plugins.local.app import ServerConfig, create_app
 
 COLUMNS = ["age", "job", "marital", "education", "balance", "housing", "duration", "campaign"]
 

@@ -7,12 +7,12 @@ import json
 from collections.abc import Iterator
 
 import httpx
-from deploykit_plugins.local.app import ServerConfig, create_app
 from fastapi.testclient import TestClient
 
 from deploykit.artifact import Artifact
 from deploykit.payload import Predictions
 from deploykit.testing.servers import running
+from deploykit_plugins.local.app import ServerConfig, create_app
 
 
 def test_no_content_type_is_json_and_other_types_are_415(client: TestClient, rows: list[dict]) -> None:

@@ -14,12 +14,12 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
-from deploykit_plugins.local.app import ServerConfig, create_app
-from deploykit_plugins.local.batcher import Batcher, ModelError
 
 from deploykit.artifact import Artifact, load_artifact
 from deploykit.payload import Predictions, encode
 from deploykit.testing.servers import running
+from deploykit_plugins.local.app import ServerConfig, create_app
+from deploykit_plugins.local.batcher import Batcher, ModelError
 
 
 class Recorder:

@@ -32,7 +32,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from deploykit_plugins.local.target import CRASH_POINTS
 
 import deploykit
 from deploykit.artifact import sha256_of
@@ -48,6 +47,7 @@ from deploykit.testing.crash import (
 )
 from deploykit.testing.models import ContractModels, two_fits
 from deploykit.testing.project import Project, stop_servers
+from deploykit_plugins.local.target import CRASH_POINTS
 
 NAME = "crash"
 SERVER_MODULE = "deploykit_plugins.local.server"

@@ -6,11 +6,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from deploykit_plugins.local.app import ServerConfig, create_app
 from hypothesis import HealthCheck, given, settings
 
 from deploykit.artifact import load_artifact
 from deploykit.testing.servers import running
+from deploykit_plugins.local.app import ServerConfig, create_app
 
 schemathesis = pytest.importorskip("schemathesis")
 from schemathesis import GenerationMode  # noqa: E402

@@ -7,13 +7,13 @@ import shutil
 from pathlib import Path
 
 import pytest
-from deploykit_plugins.local.app import ServerConfig, create_app
-from deploykit_plugins.local.openapi import example_row
-from deploykit_plugins.local.server import check_digest
 from fastapi.testclient import TestClient
 
 from deploykit.artifact import Artifact, sha256_of
 from deploykit.errors import ArtifactError
+from deploykit_plugins.local.app import ServerConfig, create_app
+from deploykit_plugins.local.openapi import example_row
+from deploykit_plugins.local.server import check_digest
 
 
 def test_a_model_file_with_another_digest_is_refused_naming_both(bank_model: Path, tmp_path: Path) -> None:

@@ -6,14 +6,15 @@ import asyncio
 import inspect
 import socket
 
+from uvicorn.protocols.http import (
+    httptools_impl,  # httptools comes with uvicorn[standard], a requirement
+)
+
 from deploykit_plugins.local.sockets import (
     CYCLE_INTERNALS,
     PROTOCOL_INTERNALS,
     bind,
     protocol_class,
-)
-from uvicorn.protocols.http import (
-    httptools_impl,  # httptools comes with uvicorn[standard], a requirement
 )
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
+
 from deploykit_plugins.local.settings import (
     LocalSettings,
     ServerDocument,

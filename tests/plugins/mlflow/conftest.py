@@ -177,7 +177,7 @@ class MlflowProject:
         section = {"tracking_uri": self.tracking_uri, **self.base, **settings}
         self.credentials.write_text(yaml.safe_dump({"local": {"port": 0}, "mlflow": section}))
 
-    def client(self):  # noqa: ANN201 (MlflowClient, imported lazily)
+    def client(self):
         """An MlflowClient for this project's tracking server."""
         from mlflow import MlflowClient
 

@@ -69,7 +69,7 @@ def test_scoring_server_gets_a_minimal_environment(monkeypatch: pytest.MonkeyPat
     assert env["HOME"] == __import__("os").environ["HOME"] and env["PYTHONUNBUFFERED"] == "1"
 
 
-def test_ca_bundle_reaches_the_http_client(watson_emulator: WatsonEmulator, tmp_path: Path) -> None:  # noqa: F811
+def test_ca_bundle_reaches_the_http_client(watson_emulator: WatsonEmulator, tmp_path: Path) -> None:
     shutil.copy(watson_emulator.ca_path, tmp_path / "ca.pem")
     creds = tmp_path / "credentials.yaml"
     creds.write_text(f"mlflow:\n  tracking_uri: {watson_emulator.url}\n")

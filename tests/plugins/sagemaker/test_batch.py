@@ -8,10 +8,10 @@ import json
 import joblib
 import pandas as pd
 import pytest
-from deploykit_plugins.sagemaker import batch
 
 import deploykit
 from deploykit.errors import ScoringError
+from deploykit_plugins.sagemaker import batch
 from tests.plugins.sagemaker.conftest import BUCKET, SageMakerProject
 
 NAME = "bank-model"

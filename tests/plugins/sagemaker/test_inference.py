@@ -15,9 +15,9 @@ from typing import Any
 import joblib
 import pandas as pd
 import pytest
-from deploykit_plugins.sagemaker.packaging import build_model_tarball
 
 from deploykit.artifact import load_artifact
+from deploykit_plugins.sagemaker.packaging import build_model_tarball
 
 
 @pytest.fixture(scope="module")

@@ -78,7 +78,7 @@ def mode(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def watson_project(project: Any, watson_emulator: WatsonEmulator, mode: str) -> WatsonProject:  # noqa: F811
+def watson_project(project: Any, watson_emulator: WatsonEmulator, mode: str) -> WatsonProject:
     """The ``project`` folder with a watsonml section for the emulator in ``mode``."""
     proj = WatsonProject(project.dir, project.credentials, project.metadata, watson_emulator, mode)
     proj.write_credentials()
@@ -86,7 +86,7 @@ def watson_project(project: Any, watson_emulator: WatsonEmulator, mode: str) -> 
 
 
 @pytest.fixture
-def cpd_project(project: Any, watson_emulator: WatsonEmulator) -> WatsonProject:  # noqa: F811
+def cpd_project(project: Any, watson_emulator: WatsonEmulator) -> WatsonProject:
     """Like ``watson_project`` but Cloud Pak for Data only, for tests of one code path."""
     proj = WatsonProject(project.dir, project.credentials, project.metadata, watson_emulator, "cpd")
     proj.write_credentials()

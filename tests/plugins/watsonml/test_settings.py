@@ -16,6 +16,7 @@ from deploykit.settings import TargetSettings
 from deploykit_plugins.watsonml.settings import WatsonSettings
 from tests.plugins.watsonml.conftest import WatsonProject, expected, watson_section
 
+
 def test_watson_settings_are_target_settings() -> None:
     assert issubclass(WatsonSettings, TargetSettings)
     undocumented = [name for name, field in WatsonSettings.model_fields.items() if not field.description]

@@ -7,8 +7,9 @@ request to the live servers and ``report.py`` renders docs/protocols.md from the
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 
 @dataclass(frozen=True)

@@ -103,8 +103,8 @@ def test_a_bad_datetime_param_is_a_400_naming_it(peers: PeerServers) -> None:
 
 
 def test_scoring_server_client_runs_unchanged_with_params(peers: PeerServers) -> None:
-    from mlflow.pyfunc.scoring_server.client import ScoringServerClient
     import pandas as pd
+    from mlflow.pyfunc.scoring_server.client import ScoringServerClient
 
     host, port = peers.url("deploykit", "echo").rsplit("//", 1)[1].split(":")
     client = ScoringServerClient(host, int(port))

@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import pandas as pd
-from deploykit_plugins.local.app import ServerConfig, create_app
 from fastapi.testclient import TestClient
 
 from deploykit.artifact import Artifact
 from deploykit.payload import Format, Predictions, encode
+from deploykit_plugins.local.app import ServerConfig, create_app
 from tests.plugins.local.conftest import COLUMNS
 
 
