@@ -79,12 +79,14 @@ class Protocol:
     response_schema: dict[str, Any] = field(default_factory=dict)
     error_schema: dict[str, Any] = field(default_factory=dict)
 
-    def error_body(self, status: int, message: str, problems: list[dict[str, Any]] | None = None,
+    def error_body(self, status: int, message: str, problems: Sequence[Mapping[str, Any]] | None = None,
                    code: str | None = None) -> Any:
-        """The protocol's error body for a ``status`` answer."""
+        """The protocol's error body for a ``status`` answer (``problems``: ``deploykit.errors.Problem``
+        dicts, at most a few dozen)."""
+        listed = [dict(p) for p in problems or ()]
         if self.error is not None:
-            return self.error(status, message, problems or [], code)
-        return simple_error(status, message, problems or [], code)
+            return self.error(status, message, listed, code)
+        return simple_error(status, message, listed, code)
 
 
 def simple_error(status: int, message: str, problems: list[dict[str, Any]], code: str | None) -> Any:

@@ -9,12 +9,12 @@ import zlib
 from collections.abc import Awaitable, Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import orjson
 
 from deploykit import payload
-from deploykit.errors import PayloadError, SchemaError
+from deploykit.errors import PayloadError, Problem, SchemaError
 from deploykit.inference import ModelScorer
 from deploykit.payload import jsontext
 from deploykit.payload.csv import MEDIA_TYPES as _CSV_TYPES
@@ -42,7 +42,7 @@ Handler = Callable[[dict[str, Any], dict[bytes, bytes], bytes], Awaitable[tuple[
 class HTTPProblem(Exception):
     """A 4xx answer: status, a message, and (for schema errors) every offending field."""
 
-    def __init__(self, status: int, message: str, problems: list[dict[str, Any]] | None = None,
+    def __init__(self, status: int, message: str, problems: list[Problem] | None = None,
                  code: str | None = None) -> None:
         super().__init__(message)
         self.status = status
@@ -226,7 +226,7 @@ class RouteContext:
             exact = payload.decode_table(jsontext.exact_loads(body), self.columns, fmt, types=self.types)
         except (ValueError, RecursionError):  # orjson read it; the exact reader's limits are not the client's
             return
-        problems = jsontext.inexact_integers(exact, suspects)
+        problems = cast("list[Problem]", jsontext.inexact_integers(exact, suspects))
         if problems:
             from deploykit.schema import describe_problems
 

@@ -154,7 +154,7 @@ def _rotate_logs(path: str, max_bytes: int, backups: int) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.WARNING)
-    sys.stdout = sys.stderr = _LogStream(handler)  # type: ignore[assignment]
+    sys.stdout = sys.stderr = _LogStream(handler)
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 1)
     os.dup2(devnull, 2)

@@ -299,11 +299,11 @@ class LocalTarget:
 
     def _replace(self, current: Deployment, model: Path, schema: Path, sha256: str, revision: int) -> Deployment:
         port = int(current.ids.get("port") or self.settings.port or free_port(self.settings.host))
-        old_pid = current.ids.get("pid")
-        running = bool(old_pid) and _is_our_server(int(old_pid))
+        old_pid = int(current.ids.get("pid") or 0)
+        running = bool(old_pid) and _is_our_server(old_pid)
         new = self._start(current.name, revision, model, schema, sha256, port, replacing=running)
         if running:
-            new.ids["replaces_pid"] = int(old_pid)  # type: ignore[arg-type]
+            new.ids["replaces_pid"] = old_pid
             new.ids["replaces_run"] = current.ids.get("run")
         return new
 
@@ -311,8 +311,8 @@ class LocalTarget:
         """Serve ``previous`` again: keep it when it never stopped serving (a failed update), make its
         warm server join again when it still runs, else start its kept model file (digest checked)."""
         self._action = "rollback"
-        old_pid = previous.ids.get("pid")
-        previous_runs = bool(old_pid) and _is_our_server(int(old_pid))
+        old_pid = int(previous.ids.get("pid") or 0)
+        previous_runs = bool(old_pid) and _is_our_server(old_pid)
         if current.ids.get("replaces_pid") == old_pid and previous_runs:
             self._stop_server(current.ids.get("pid"), current.ids.get("run"))
             kept = Deployment.from_dict(previous.name, previous.target, previous.to_dict())

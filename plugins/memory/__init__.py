@@ -216,7 +216,7 @@ class MemoryTarget:
             made = next((i for i, n in self.platform if n == name), None)
         held = self.platform.served.get(made) if made is not None else None
         adopted = None
-        if held is not None and held[0] == name and held[1].sha256 == planned:
+        if made is not None and held is not None and held[0] == name and held[1].sha256 == planned:
             adopted = self._record(made, name, held[1], operation.revision)
             adopted.status = "ready"
             keep = made

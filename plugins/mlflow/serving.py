@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -168,8 +169,9 @@ def is_front(pid: int | None) -> bool:
     return is_ours(pid, FRONT_MODULE.encode())
 
 
-def stop(pid: int | None, grace: float = 20.0) -> None:
-    """Stop the process group of ``pid`` (uvicorn finishes requests in flight), SIGKILL after ``grace``.
+def stop(pid: int | Iterable[int] | None, grace: float = 20.0) -> None:
+    """Stop the process group of ``pid``, or of each of several (uvicorn finishes requests in flight);
+    SIGKILL after ``grace``.
 
     Only a group that still holds an MLflow or front process is signalled: a recycled pid is left alone."""
     process.stop(pid, grace, markers=(b"mlflow", FRONT_MODULE.encode()), group=True)

@@ -26,8 +26,10 @@ from __future__ import annotations
 import contextlib
 import subprocess
 import sys
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from deploykit import process
 from deploykit.artifact import Artifact
 from deploykit.deployment import Deployment
 from deploykit.errors import DeploymentError, ScoringError
@@ -415,9 +417,9 @@ class MlflowTarget:
     def _live_backend(self, op: PendingOperation, model_uri: str) -> tuple[int, int] | None:
         """(pid, port) of a scoring server of ``model_uri`` that answers /health, or None."""
         noted = op.ids.get("pid")
-        pids = ([int(noted)] if noted and serving.is_backend(int(noted)) else []) + serving.backends_of(model_uri)
+        pids = ([int(noted)] if noted is not None and serving.is_backend(int(noted)) else []) + serving.backends_of(model_uri)
         for pid in dict.fromkeys(pids):
-            cmd = serving.process.cmdline(pid) or b""
+            cmd = process.cmdline(pid) or b""
             if model_uri.encode() + b"\0" not in cmd:
                 continue
             port = serving.backend_port(pid)
@@ -440,7 +442,7 @@ class MlflowTarget:
         model_uri = f"models:/{model_name}/{version}"
         backend = self._live_backend(op, model_uri)
         cur = current.ids if current is not None else {}
-        fronts = [p for p in [op.ids.get("front_pid"), cur.get("front_pid")] if serving.is_front(p)]
+        fronts = [int(p) for p in [op.ids.get("front_pid"), cur.get("front_pid")] if p is not None and serving.is_front(p)]
         fronts += [p for p in serving.fronts_of(files) if p not in fronts]
         port = op.ids.get("port") or cur.get("port")
         if backend is None or not fronts or not port:
@@ -451,7 +453,7 @@ class MlflowTarget:
         for other in fronts[1:]:
             serving.stop(int(other), grace=5)
         for old in (cur.get("pid"), cur.get("replaces_pid")):
-            if old and int(old) != pid:
+            if old is not None and old and int(old) != pid:
                 serving.stop(int(old))
         ids = {k: v for k, v in cur.items() if k not in ("version", "run_id", "model_uri", "experiment_id",
                                                          "replaces_pid", "pid", "server_port", "log")}
@@ -467,7 +469,7 @@ class MlflowTarget:
         return adopted
 
     def _undo(self, client: Any, op: PendingOperation, model_name: str, version: str | None,
-              created: list[tuple[str, str | None]], runs: list[str], current: Deployment | None,
+              created: Sequence[tuple[str, str | None]], runs: Sequence[str], current: Deployment | None,
               files: serving.ServerFiles) -> None:
         from deploykit_plugins.mlflow.registry import delete_version, mlflow_errors, point, pointed_version, unpoint
 
@@ -509,7 +511,7 @@ class MlflowTarget:
             from mlflow.exceptions import MlflowException
 
             noted_run = op.ids.get("run_id")
-            for run_id in dict.fromkeys(runs + ([str(noted_run)] if noted_run else [])):
+            for run_id in dict.fromkeys([*runs, *([str(noted_run)] if noted_run else [])]):
                 if run_id not in used_runs:
                     with contextlib.suppress(MlflowException):
                         client.delete_run(run_id)

@@ -92,7 +92,7 @@ def run_job(target: WatsonTarget, deployment: Deployment, frame: pd.DataFrame, t
     job_id = job["metadata"]["id"] if isinstance(job, dict) else str(job)
 
     def check() -> dict[str, Any] | None:
-        details = s.call(f"reading batch job {job_id}", lambda c: c.deployments.get_job_details(job_id),
+        details: dict[str, Any] = s.call(f"reading batch job {job_id}", lambda c: c.deployments.get_job_details(job_id),
                          error=ScoringError)
         scoring = (details.get("entity") or {}).get("scoring") or {}
         status = scoring.get("status") or {}

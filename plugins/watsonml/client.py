@@ -453,7 +453,7 @@ class _ThisThreadTo(io.TextIOBase):
         self.sink, self.rest, self.thread = sink, rest, threading.get_ident()
 
     def write(self, text: str) -> int:
-        return (self.sink if threading.get_ident() == self.thread else self.rest).write(text)  # type: ignore[no-any-return]
+        return (self.sink if threading.get_ident() == self.thread else self.rest).write(text)
 
     def flush(self) -> None:
         self.rest.flush()

@@ -21,6 +21,7 @@ and ``deploykit-rev:<revision>`` (the model's sha256 is in its ``custom`` metada
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Any
 
 from deploykit.deployment import Deployment
@@ -176,7 +177,7 @@ class WatsonTarget:
         for resource in found.get("resources", []):
             if (resource.get("entity", {}).get("asset") or {}).get("id") == model_uid:
                 dep_id = resource["metadata"]["id"]
-                s.call(f"deleting deployment {dep_id}", lambda c, d=dep_id: c.deployments.delete(d), missing_ok=True)
+                s.call(f"deleting deployment {dep_id}", functools.partial(_delete_deployment, dep_id), missing_ok=True)
         s.call(f"deleting model {model_uid}", lambda c: c.repository.delete(model_uid), missing_ok=True)
 
     def _record(self, name: str, details: dict[str, Any], model_uid: str, rev: str, runtime: Runtime,
@@ -336,8 +337,8 @@ class WatsonTarget:
         seen: list[str] = []
 
         def check() -> dict[str, Any] | None:
-            details = self.session.call(f"checking deployment {deployment.name!r}",
-                                        lambda c: c.deployments.get_details(dep_id))
+            details: dict[str, Any] = self.session.call(f"checking deployment {deployment.name!r}",
+                                                        lambda c: c.deployments.get_details(dep_id))
             entity = details.get("entity") or {}
             state = (entity.get("status") or {}).get("state", "")
             if not seen or seen[-1] != state:
@@ -378,13 +379,13 @@ class WatsonTarget:
         for key in ("deployment_uid", "batch_deployment_uid"):
             dep_id = current.ids.get(key)
             if dep_id:
-                s.call(f"deleting deployment {dep_id}", lambda c, d=dep_id: c.deployments.delete(d), missing_ok=True)
+                s.call(f"deleting deployment {dep_id}", functools.partial(_delete_deployment, dep_id), missing_ok=True)
         models: list[str] = []
         for ids in [current.ids] + [entry.get("ids") or {} for entry in current.history]:
             if ids.get("model_uid") and ids["model_uid"] not in models:
                 models.append(str(ids["model_uid"]))
         for model_uid in models:
-            s.call(f"deleting model {model_uid}", lambda c, m=model_uid: c.repository.delete(m), missing_ok=True)
+            s.call(f"deleting model {model_uid}", functools.partial(_delete_model, model_uid), missing_ok=True)
 
     def get(self, current: Deployment) -> Deployment:
         """The record with its status from one GET of the deployment.
@@ -452,15 +453,15 @@ class WatsonTarget:
                 self._delete_deployment(dep_id)
             return adopted
         self.context.progress(f"removing what the interrupted {op.action} of {op.name!r} created on Watson")
-        dep_id = cur.get("deployment_uid")
-        if dep_id and cur.get("model_uid") and cur.get("model_rev"):
-            self._switch_back(current, str(dep_id))  # type: ignore[arg-type]
+        live = cur.get("deployment_uid")
+        if current is not None and live and cur.get("model_uid") and cur.get("model_rev"):
+            self._switch_back(current, str(live))
         for made in deps - used_deps:
             self._delete_deployment(made)
         if op.action != "rollback":
             for model_uid in models - used_models:
                 exists = self.session.call(f"reading model {model_uid}",
-                                           lambda c, m=model_uid: c.repository.get_model_details(m), missing_ok=True)
+                                           functools.partial(_model_details, model_uid), missing_ok=True)
                 if exists:  # a noted id a previous reconcile already removed is no error
                     self._delete_model_and_its_deployments(model_uid)
         return None
@@ -489,7 +490,7 @@ class WatsonTarget:
             return None
         cur = current.ids if current is not None else {}
         for dep_id in sorted(made) + ([str(cur["deployment_uid"])] if cur.get("deployment_uid") else []):
-            details = self.session.call(f"reading deployment {dep_id}", lambda c, d=dep_id: c.deployments.get_details(d),
+            details = self.session.call(f"reading deployment {dep_id}", functools.partial(_deployment_details, dep_id),
                                         missing_ok=True)
             entity = (details or {}).get("entity") or {}
             asset = entity.get("asset") or {}
@@ -568,3 +569,19 @@ class WatsonTarget:
 
         return score_on_batch_deployment(self, deployment, frame, timeout)
 
+
+# Watson client calls by id, for ``session.call`` in loops (a lambda would capture the loop variable)
+def _delete_deployment(dep_id: str, client: Any) -> Any:
+    return client.deployments.delete(dep_id)
+
+
+def _delete_model(model_uid: str, client: Any) -> Any:
+    return client.repository.delete(model_uid)
+
+
+def _model_details(model_uid: str, client: Any) -> Any:
+    return client.repository.get_model_details(model_uid)
+
+
+def _deployment_details(dep_id: str, client: Any) -> Any:
+    return client.deployments.get_details(dep_id)
