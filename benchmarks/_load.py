@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["LoadResult", "Request", "percentile", "run_load", "run_load_httpx", "time_requests"]
+__all__ = ["LoadResult", "Request", "percentile", "run_load", "run_load_httpx", "run_load_wrk", "time_requests"]
 
 
 @dataclass
@@ -39,7 +39,8 @@ class Request:
 
 @dataclass
 class LoadResult:
-    """What one load run measured."""
+    """What one load run measured (``percentiles``: p50/p99 in seconds from a client that keeps
+    no list of latencies, wrk)."""
 
     concurrency: int
     seconds: float
@@ -47,6 +48,7 @@ class LoadResult:
     errors: int
     latencies: list[float]
     error_sample: str = ""
+    percentiles: dict[int, float] = field(default_factory=dict)
 
     @property
     def rps(self) -> float:
@@ -54,11 +56,11 @@ class LoadResult:
 
     @property
     def p50_ms(self) -> float:
-        return percentile(self.latencies, 50) * 1000
+        return self.percentiles.get(50, percentile(self.latencies, 50)) * 1000
 
     @property
     def p99_ms(self) -> float:
-        return percentile(self.latencies, 99) * 1000
+        return self.percentiles.get(99, percentile(self.latencies, 99)) * 1000
 
 
 def percentile(values: list[float], pct: float) -> float:
@@ -187,6 +189,63 @@ def run_load_httpx(host: str, port: int, request: Request, concurrency: int, dur
         return LoadResult(concurrency, duration, counts[0], counts[1], latencies, errors[0] if errors else "")
 
     return asyncio.run(main())
+
+
+WRK = "/usr/bin/wrk"
+
+_WRK_SCRIPT = """
+wrk.method = %(method)s
+wrk.path = %(path)s
+wrk.body = %(body)s
+%(headers)s
+done = function(summary, latency, requests)
+  io.write(string.format('WRK %%d %%d %%d %%d %%d %%d\\n', summary.requests, summary.duration, summary.errors.status,
+    summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
+    latency:percentile(50), latency:percentile(99)))
+end
+"""
+
+
+def _lua(data: str | bytes) -> str:
+    """``data`` as a Lua string literal, every byte a decimal escape (so any byte is safe)."""
+    raw = data.encode() if isinstance(data, str) else data
+    return '"' + "".join(f"\\{b}" for b in raw) + '"'
+
+
+def run_load_wrk(host: str, port: int, request: Request, concurrency: int, duration: float = 10.0,
+                 warmup: float = 2.0) -> LoadResult:
+    """The closed loop with wrk (one thread; C, so the client's own CPU is small): a warm-up run, then
+    the measured one; latencies are wrk's p50/p99, errors its non-2xx answers and socket errors."""
+    import os
+    import subprocess
+    import tempfile
+
+    headers = {"Content-Type": request.content_type, **request.headers}
+    script = _WRK_SCRIPT % {"method": _lua(request.method), "path": _lua(request.path), "body": _lua(request.body),
+                            "headers": "\n".join(f"wrk.headers[{_lua(k)}] = {_lua(v)}" for k, v in headers.items())}
+    fd, path = tempfile.mkstemp(suffix=".lua")
+    with os.fdopen(fd, "w") as out:
+        out.write(script)
+
+    def wrk(seconds: float) -> list[int]:
+        argv = [WRK, "-t1", f"-c{concurrency}", f"-d{max(1, round(seconds))}s", "--latency", "-s", path,
+                f"http://{host}:{port}"]
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60)
+        line = next((x for x in proc.stdout.splitlines() if x.startswith("WRK ")), None)
+        if proc.returncode != 0 or line is None:
+            raise RuntimeError(f"wrk failed ({proc.returncode}): {proc.stdout[-500:]} {proc.stderr[-500:]}")
+        return [int(x) for x in line.split()[1:]]
+
+    try:
+        if warmup > 0:
+            wrk(warmup)
+        requests, micros, status, socket_errors, p50, p99 = wrk(duration)
+    finally:
+        os.unlink(path)
+    seconds = micros / 1e6
+    errors = status + socket_errors
+    sample = f"{status} non-2xx answers, {socket_errors} socket errors" if errors else ""
+    return LoadResult(concurrency, seconds, requests - status, errors, [], sample, {50: p50 / 1e6, 99: p99 / 1e6})
 
 
 def time_requests(host: str, port: int, request: Request, repeat: int = 7, warmup: int = 2) -> list[float]:

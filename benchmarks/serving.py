@@ -3,10 +3,12 @@
     python benchmarks/serving.py                   # 3 rounds, 10 s per load phase -> docs/benchmarks.md
     python benchmarks/serving.py --quick           # 1 round, 3 s phases: a smoke run
     python benchmarks/serving.py --no-mlserver     # skip the MLServer peer
+    python benchmarks/serving.py --client raw      # the asyncio load generator instead of wrk
 
 Every server serves the same fitted model (the example bank pipeline: ColumnTransformer +
 RandomForest(50 trees, n_jobs=1), trained on 5,000 rows) on 127.0.0.1 and is measured by the
-same closed-loop load generator (``benchmarks/_load.py``), one server at a time, the order
+same closed-loop load generator (wrk when /usr/bin/wrk exists, else the asyncio client of
+``benchmarks/_load.py``; ``--client``), one server at a time, the order
 rotated each round. Per server and round: start-up to healthy, 1-row requests at concurrency
 1 and 8 (req/s, p50, p99), the latency of one 10,000-row request, and, in between, the raw
 in-process ``predict`` of the same rows. Medians over rounds go to ``docs/benchmarks.md``.
@@ -46,9 +48,13 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT / "examples"))
 
-from _load import LoadResult, Request, run_load, run_load_httpx, time_requests  # noqa: E402
+from _load import WRK, LoadResult, Request, run_load, run_load_httpx, run_load_wrk, time_requests  # noqa: E402
 
 MODEL_NAME = "bank"
+#: --client -> how the report names it
+CLIENTS = {"wrk": "wrk, one thread, a Lua script POSTing the body; p50/p99 are wrk's",
+           "raw": "raw asyncio HTTP/1.1 client, benchmarks/_load.py",
+           "httpx": "httpx.AsyncClient"}
 
 
 def log(message: str) -> None:
@@ -399,7 +405,7 @@ def measure(server: Server, work: Workload, args: argparse.Namespace, logs: Path
         if got != work.expected_one:
             raise RuntimeError(f"{server.label} answered {got} for the 1-row request; the model says "
                                f"{work.expected_one}")
-        load = run_load_httpx if args.client == "httpx" else run_load
+        load = {"httpx": run_load_httpx, "wrk": run_load_wrk}.get(args.client, run_load)
         result: dict[str, Any] = {"startup_s": startup}
         for c in (1, 8):
             req = Request(server.path, server.body_one)
@@ -464,7 +470,7 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> str:
         "n_jobs=1), trained on 5,000 rows; requests are rows of `make_data(seed=3)`. deploykit and MLflow get "
         "identical bytes (`POST /invocations`, `dataframe_split`); MLServer gets the same rows as V2 tensors "
         "with its pandas codec. Load: closed loop over keep-alive connections on 127.0.0.1 "
-        f"({'httpx.AsyncClient' if args.client == 'httpx' else 'raw asyncio HTTP/1.1 client, benchmarks/_load.py'}).",
+        f"({CLIENTS[args.client]}).",
         "",
         "| | " + " | ".join(servers[k] for k in servers) + " |",
         "|---|" + "---|" * len(servers),
@@ -587,7 +593,9 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds before each phase")
     parser.add_argument("--big-repeat", type=int, default=7, help="10,000-row requests per server and round")
     parser.add_argument("--quick", action="store_true", help="1 round of 3 s phases")
-    parser.add_argument("--client", choices=("raw", "httpx"), default="raw")
+    parser.add_argument("--client", choices=tuple(CLIENTS), default="wrk" if Path(WRK).exists() else "raw",
+                        help="load generator: wrk (the default when /usr/bin/wrk exists), the raw asyncio "
+                             "client of benchmarks/_load.py, or httpx")
     parser.add_argument("--batch-wait-ms", type=float, default=2.0)
     parser.add_argument("--no-workers2", action="store_true", help="skip deploykit with 2 workers")
     parser.add_argument("--baseline-tree", type=Path, help="also measure the local server of this checkout "

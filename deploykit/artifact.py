@@ -1,8 +1,14 @@
 """The thing deployed: a loaded model plus its facts (sha256, framework, schema, example row).
 
-Sources other than a joblib/pickle file (an MLflow model folder, ``models:/`` URIs, ...) are
-loaded by plugins through the ``deploykit_load_artifact`` hook; the first plugin that answers
-wins, and a joblib/pickle file is the default when none does.
+Sources other than a model file (an MLflow model folder, ``models:/`` URIs, ...) are loaded by
+plugins through the ``deploykit_load_artifact`` hook; the first plugin that answers wins, and a
+model file is the default when none does: a joblib/pickle file, or a ``skops`` file.
+
+Loading a joblib/pickle file runs whatever code the file names: load only files you made or
+trust. A ``skops`` file (``skops.io.dump``; a zip) is the safe alternative: it names the types it
+holds, and ``load_artifact`` refuses one that holds a type skops does not trust by default
+unless the caller lists it in ``trusted_types`` (``deploykit deploy --trust TYPE``). The check
+reads only the file's type list, so it happens at once, also for a deferred artifact.
 
 A pickle file can be opened *deferred* (``load_artifact(path, defer=True)``): it is hashed and
 its schema sidecar read at once, but the model is unpickled (and scikit-learn imported) only
@@ -18,14 +24,15 @@ import re
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterable
 
 from deploykit.errors import ArtifactError
 from deploykit.schema import Column, Schema
 
-__all__ = ["Artifact", "load_artifact", "sha256_of"]
+__all__ = ["Artifact", "is_skops_file", "load_artifact", "sha256_of", "skops_trusted_types", "skops_untrusted_types"]
 
-_LOADERS_HINT = "a joblib/pickle file of a fitted model (e.g. model.joblib) or an MLflow model directory"
+_LOADERS_HINT = ("a joblib/pickle file of a fitted model (e.g. model.joblib), a skops file (model.skops) "
+                 "or an MLflow model directory")
 
 
 def sha256_of(path: str | Path) -> str:
@@ -123,7 +130,7 @@ class Artifact:
         return ModelScorer(self)(frame, want_proba=True)
 
 
-#: Facts of a deferred artifact that need the unpickled model (``flavor`` reads ``"joblib"`` until then,
+#: Facts of a deferred artifact that need the unpickled model (``flavor`` reads ``"joblib"`` or ``"skops"`` until then,
 #: ``source`` is known at once).
 _DEFERRED = frozenset({"model", "framework", "framework_version", "schema"})
 
@@ -131,15 +138,16 @@ _DEFERRED = frozenset({"model", "framework", "framework_version", "schema"})
 class _Pending:
     """What a deferred artifact still has to do: unpickle its model, and infer its schema if no sidecar gave one."""
 
-    def __init__(self, path: Path, text: str, schema: tuple[Schema, str] | None) -> None:
+    def __init__(self, path: Path, text: str, schema: tuple[Schema, str] | None, trusted: list[str]) -> None:
         self.path = path
         self.text = text
         self.schema = schema
+        self.trusted = trusted
         self.lock = threading.Lock()  # a target may read the model from several threads
         self.error: ArtifactError | None = None
 
     def facts(self) -> dict[str, Any]:
-        model, flavor = _load_model(self.path, self.text)
+        model, flavor = _load_model(self.path, self.text, self.trusted)
         framework, version = _framework_of(model)
         resolved, origin = self.schema if self.schema is not None else (infer_schema(model), _INFERRED)
         return {"model": model, "flavor": flavor, "framework": framework, "framework_version": version,
@@ -161,6 +169,69 @@ def _framework_of(model: Any) -> tuple[str, str | None]:
 #: How a file joblib or pickle can load begins: a pickle protocol-2+ opcode, or joblib's compressors
 #: (zlib, gzip, bz2, xz, lzma, lz4, and the old ``ZF`` zlib format).
 _PICKLE_STARTS = (b"\x80", b"\x78", b"\x1f\x8b", b"BZh", b"\xfd7zXZ", b"\x5d\x00", b"\x04\x22\x4d\x18", b"ZF")
+
+
+#: How a zip file begins: a skops file is a zip holding ``schema.json`` and the arrays.
+_ZIP_START = b"PK\x03\x04"
+
+
+def is_skops_file(path: str | Path) -> bool:
+    """True when ``path`` is a file that starts like a zip (how a ``skops.io.dump`` file begins)."""
+    try:
+        with Path(path).open("rb") as fh:
+            return fh.read(4) == _ZIP_START
+    except OSError:
+        return False
+
+
+def skops_untrusted_types(path: Path) -> list[str]:
+    """The types in the skops file ``path`` that skops does not trust by default, sorted.
+
+    Reads only the file's type list (``skops.io.get_untrusted_types``): nothing in it runs."""
+    sio = _skops_io(path)
+    try:
+        return sorted(sio.get_untrusted_types(file=path))
+    except Exception as exc:  # not a skops zip: no schema.json, or a broken one
+        raise ArtifactError(f"{str(path)!r} is a zip file but not a skops model file ({type(exc).__name__}: "
+                            f"{exc}); pass {_LOADERS_HINT}") from None
+
+
+def skops_trusted_types(path: Path, trusted: Iterable[str] = ()) -> list[str]:
+    """``skops_untrusted_types(path)`` after checking that each is in ``trusted``; ArtifactError
+    naming the missing ones and the fix."""
+    needed = skops_untrusted_types(path)
+    given = set(trusted)
+    missing = [name for name in needed if name not in given]
+    if missing:
+        flags = " ".join(f"--trust {name}" for name in missing)
+        raise ArtifactError(
+            f"the skops file {str(path)!r} holds {len(missing)} type(s) skops does not trust by default: "
+            f"{', '.join(missing)}; check that you know and trust them (loading one may run its code), then "
+            f"list them: deploykit deploy ... {flags}, or load_artifact(..., trusted_types={missing!r})"
+        )
+    return needed
+
+
+def _skops_io(path: Path) -> Any:
+    try:
+        import skops.io as sio
+    except ModuleNotFoundError:
+        raise ArtifactError(f"{str(path)!r} is a skops file, but the skops package is not installed; "
+                            "pip install 'deploykit[skops]'") from None
+    return sio
+
+
+def _load_skops(path: Path, trusted: list[str]) -> tuple[Any, str]:
+    sio = _skops_io(path)
+    try:
+        return sio.load(path, trusted=trusted), "skops"
+    except ModuleNotFoundError as exc:
+        raise ArtifactError(
+            f"model file {str(path)!r} needs the Python package {exc.name!r} to load; install it"
+        ) from None
+    except Exception as exc:  # skops' own refusal (UntrustedTypesFoundException) or a broken file
+        raise ArtifactError(f"the skops file {str(path)!r} could not be loaded ({type(exc).__name__}: {exc}); "
+                            f"pass {_LOADERS_HINT}") from None
 
 
 def _load_pickle(path: Path) -> tuple[Any, str]:
@@ -234,17 +305,22 @@ def _walk_transformers(est: Any, types: dict[str, str], example: dict[str, Any])
 
 
 def load_artifact(source: str | Path, schema: str | Path | Schema | None = None,
-                  credentials: str | Path | None = None, *, defer: bool = False) -> Artifact:
-    """Load a model file (joblib/pickle), or any source a plugin loads (an MLflow model directory,
-    ``models:/NAME@ALIAS``...), and gather its facts.
+                  credentials: str | Path | None = None, *, defer: bool = False,
+                  trusted_types: Iterable[str] = ()) -> Artifact:
+    """Load a model file (joblib/pickle or skops), or any source a plugin loads (an MLflow model
+    directory, ``models:/NAME@ALIAS``...), and gather its facts.
 
     Plugins answer through the ``deploykit_load_artifact`` hook (first answer wins); a path no
-    plugin claims is read as a joblib/pickle file. The schema comes from ``schema`` (a Schema or
+    plugin claims is read as a model file. Loading a joblib/pickle file runs code the file names;
+    a skops file is loaded only when each type it holds that skops does not trust by default is
+    in ``trusted_types`` (else ArtifactError naming them; ``extra["trusted_types"]`` then lists
+    the ones it holds). The schema comes from ``schema`` (a Schema or
     a schema.json path), else a sidecar ``<model>.schema.json`` or ``schema.json`` beside the
     model, else what the loader finds (an MLflow signature) or the fitted estimator reveals
     (``feature_names_in_``, encoders, scalers). ``credentials`` is passed to plugins (the MLflow
     plugin reads its ``mlflow`` section for registry URIs). With ``defer=True`` a pickle file is
-    hashed now and unpickled on first use of the model (see the module docstring).
+    hashed now and unpickled on first use of the model (see the module docstring); a skops
+    file's types are checked now either way.
     """
     from deploykit.plugins import get_plugin_manager
 
@@ -268,13 +344,16 @@ def load_artifact(source: str | Path, schema: str | Path | Schema | None = None,
         digest = sha256_of(path)
     except OSError as exc:
         raise ArtifactError(f"model file {text!r} cannot be read ({exc.strerror}); check its permissions") from None
+    skops = is_skops_file(path)
+    trusted = skops_trusted_types(path, trusted_types) if skops else []
     artifact = Artifact.__new__(Artifact)
     given = _given_schema(path, schema)
-    artifact.path, artifact.sha256, artifact.extra = path.resolve(), digest, {}
-    artifact.flavor, artifact.source = "joblib", given[1] if given else _INFERRED
+    artifact.path, artifact.sha256 = path.resolve(), digest
+    artifact.extra = {"trusted_types": trusted} if skops else {}
+    artifact.flavor, artifact.source = "skops" if skops else "joblib", given[1] if given else _INFERRED
     if given is not None:
         artifact.schema = given[0]
-    artifact.__dict__["_pending"] = _Pending(path, text, given)
+    artifact.__dict__["_pending"] = _Pending(path, text, given, trusted)
     return artifact if defer else artifact.load()
 
 
@@ -282,8 +361,8 @@ _INFERRED = "inferred from the model"
 _URI_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:/")
 
 
-def _load_model(path: Path, text: str) -> tuple[Any, str]:
-    model, flavor = _load_pickle(path)
+def _load_model(path: Path, text: str, trusted: list[str]) -> tuple[Any, str]:
+    model, flavor = _load_skops(path, trusted) if is_skops_file(path) else _load_pickle(path)
     if not callable(getattr(model, "predict", None)):
         raise ArtifactError(
             f"{text!r} holds a {type(model).__module__}.{type(model).__name__}, which has no predict() method; "

@@ -130,16 +130,21 @@ def cli() -> None:
 @click.option("--schema", type=click.Path(dir_okay=False), default=None, help="schema.json with the input columns.")
 @click.option("--timeout", type=float, default=600, show_default=True, help="Seconds to wait until the deployment serves.")
 @click.option("--force", is_flag=True, help="Deploy a new revision even if the same model already serves.")
+@click.option("--trust", "trust", multiple=True, metavar="TYPE",
+              help="A type a skops model file may hold that skops does not trust by default (repeatable); "
+                   "the error for an untrusted file lists them.")
 @_state_options
 @_json_option
 @_handle
 def deploy(model: str, target: str, name: str | None, schema: str | None, timeout: float, force: bool,
-           credentials: str | None, metadata: str | None, as_json: bool) -> None:
-    """Deploy MODEL (a joblib/pickle file, an MLflow model dir or models:/NAME@ALIAS): create, update, or no-op."""
+           trust: tuple[str, ...], credentials: str | None, metadata: str | None, as_json: bool) -> None:
+    """Deploy MODEL (a joblib/pickle or skops file, an MLflow model dir or models:/NAME@ALIAS): create, update, or no-op.
+
+    Loading a joblib/pickle file runs code it names: deploy only files you trust, or skops files."""
     from deploykit.lifecycle import deploy as run
 
     dep = run(model, target=target, name=name, credentials=credentials, metadata=metadata, schema=schema,
-              timeout=timeout, force=force)
+              timeout=timeout, force=force, trusted_types=trust)
     if sys.stderr.isatty():
         sys.stderr.write("\r\033[K")
     _emit(dep.summary(), as_json, lambda: _describe(dep))

@@ -22,7 +22,7 @@ target (credentials validated) and to open a recorded deployment with its target
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -352,7 +352,7 @@ def reconcile(name: str | None = None, *, target: str | None = None, credentials
 def deploy(model: PathLike | Artifact, *, target: str = "local", name: str | None = None,
            credentials: PathLike | None = None, metadata: PathLike | None = None,
            schema: PathLike | Schema | None = None, timeout: float = DEFAULT_TIMEOUT, force: bool = False,
-           progress: Callable[[str], None] | None = None) -> Deployment:
+           progress: Callable[[str], None] | None = None, trusted_types: Sequence[str] = ()) -> Deployment:
     """Deploy ``model`` to ``target`` as ``name``: create it, update it as a new revision, or do
     nothing when the same model (sha256) already serves there. Returns the recorded Deployment;
     its ``action`` says which of ``created``, ``updated`` or ``unchanged`` happened.
@@ -362,6 +362,9 @@ def deploy(model: PathLike | Artifact, *, target: str = "local", name: str | Non
     new deployment's name must pass ``deploykit.names.check_name`` (InvalidNameError, nothing
     written). ``credentials`` defaults to ``./credentials.yaml`` (or environment variables),
     ``metadata`` to ``./metadata.yaml``. ``force`` re-deploys an unchanged model.
+    ``trusted_types`` lists the types a ``skops`` model file may hold beyond those skops trusts
+    by default (see ``load_artifact``); a joblib/pickle file runs its code when loaded, whatever
+    this says.
 
     What an interrupted earlier operation on the name left is reconciled first (see
     ``reconcile``); one whose process still runs is a PendingOperationError.
@@ -371,7 +374,8 @@ def deploy(model: PathLike | Artifact, *, target: str = "local", name: str | Non
     """
     from deploykit.artifact import Artifact, load_artifact
 
-    artifact = model if isinstance(model, Artifact) else load_artifact(model, schema, credentials, defer=True)
+    artifact = model if isinstance(model, Artifact) else load_artifact(model, schema, credentials, defer=True,
+                                                                           trusted_types=trusted_types)
     store = _store(metadata)
     name = _deployment_name(name, artifact, store.read(), target)
     tgt, context = _open(target, credentials, store, timeout, progress)

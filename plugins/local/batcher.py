@@ -14,7 +14,12 @@ import pandas as pd
 if TYPE_CHECKING:
     from deploykit.payload import Predictions
 
-__all__ = ["Batcher", "ModelError", "frame_of"]
+__all__ = ["Batcher", "ModelError", "PENALTY_WINDOWS", "frame_of"]
+
+
+#: How long a client whose request the model rejected waits before its next request is scored,
+#: in activity windows (3 predict durations each, at least 20 ms).
+PENALTY_WINDOWS = 5
 
 
 class ModelError(Exception):
@@ -27,6 +32,8 @@ class _Job:
     rows: int
     want_proba: bool
     future: asyncio.Future[Predictions]
+    client: Any = None
+    alone: bool = False  # its client's last request was rejected by the model: never batch it with others
 
 
 def _concat(parts: list[Any]) -> Any:
@@ -51,8 +58,13 @@ class Batcher:
     within the last few predict durations) to send their next request. Steady concurrent load
     so settles into full batches, while a lone client never waits. Each caller gets exactly its
     own rows back; if the model raises on a batch, the batch is split in halves (again and
-    again) so only the requests the model rejects fail, each with the model's message. ``wait_s == 0`` turns batching off; a request of ``max_rows`` rows
-    or more is scored on its own.
+    again) so only the requests the model rejects fail, each with the model's message. The
+    client (connection) whose request was rejected is then scored on its own, and no sooner
+    than ``PENALTY_WINDOWS`` activity windows (about 15 predict durations, at least 0.1 s) after
+    its last rejection, until one of its requests scores again: a client that keeps sending
+    rows the model rejects neither makes every batch it joins cost a bisection nor takes more
+    than a small share of the model's time with its own failing calls (others being served).
+    ``wait_s == 0`` turns batching off; a request of ``max_rows`` rows or more is scored on its own.
 
     The model runs on the event loop's own thread: on a small machine, handing each call to a
     worker thread costs more in GIL hand-offs (up to the 5 ms switch interval while the model
@@ -72,6 +84,7 @@ class Batcher:
         self.batches = 0
         self.requests = 0
         self.recent: dict[Any, float] = {}  # client (connection) -> when it was last answered
+        self.rejected: dict[Any, float] = {}  # client -> when the model last rejected its request
         self.window = 0.02  # how long an answered client counts as active: a few predict durations
 
     async def score(self, columns: dict[str, Any], rows: int, want_proba: bool,
@@ -83,16 +96,25 @@ class Batcher:
         if self.wait_s <= 0 or rows >= self.max_rows or \
                 (not self.running and self._expected(loop.time()) <= 1 and client in self.recent):
             # Batching off, a request that fills a batch, or the only client of late: score now.
-            self.batches += 1
             self.requests += 1
             try:
-                return self._score_alone(columns, rows, want_proba)
+                preds = self._score_alone(columns, rows, want_proba)
+            except ModelError:
+                self._rejected(client, loop.time())
+                raise
             finally:
                 if client is not None:
                     self.recent[client] = loop.time()
+            self.rejected.pop(client, None)
+            return preds
+        rejected_at = self.rejected.get(client) if client is not None else None
+        if rejected_at is not None:
+            delay = rejected_at + PENALTY_WINDOWS * self.window - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
         # Else queue, even when idle: the batch is taken by a task that runs after every request
         # that arrived together with this one has been parsed and queued too.
-        job = _Job(columns, rows, want_proba, loop.create_future())
+        job = _Job(columns, rows, want_proba, loop.create_future(), client, client in self.rejected)
         self.queue.append(job)
         if not self.running:
             self.running = True
@@ -115,7 +137,15 @@ class Batcher:
             self.recent = {c: t for c, t in self.recent.items() if t >= horizon}
         return max(1, sum(1 for t in self.recent.values() if t >= horizon))
 
+    def _rejected(self, client: Any, now: float) -> None:
+        if client is None:
+            return
+        if len(self.rejected) > 1024:  # connections come and go: forget the ones quiet for a minute
+            self.rejected = {c: t for c, t in self.rejected.items() if t >= now - 60}
+        self.rejected[client] = now
+
     def _score_alone(self, columns: dict[str, Any], rows: int, want_proba: bool) -> Predictions:
+        self.batches += 1  # every predict call, bisection steps included
         try:
             preds = self.scorer(frame_of(columns, rows), want_proba)
         except Exception as exc:
@@ -142,7 +172,6 @@ class Batcher:
                     self.waiter = None
                 batch = self._take()
                 self.last_batch = len(batch)
-                self.batches += 1
                 self.requests += len(batch)
                 started = loop.time()
                 self._run(batch)
@@ -153,12 +182,13 @@ class Batcher:
 
     def _take(self) -> list[_Job]:
         """The next batch: queued requests in order, up to max_rows rows, with the first one's
-        columns (always the case with a schema; without one, requests may name other columns)."""
+        columns (always the case with a schema; without one, requests may name other columns).
+        A request of a client the model rejected of late is a batch of its own."""
         first = self.queue.popleft()
         batch, rows, names, skipped = [first], first.rows, list(first.columns), []
-        while self.queue and rows + self.queue[0].rows <= self.max_rows:
+        while not first.alone and self.queue and rows + self.queue[0].rows <= self.max_rows:
             job = self.queue.popleft()
-            if list(job.columns) == names:
+            if list(job.columns) == names and not job.alone:
                 batch.append(job)
                 rows += job.rows
             else:
@@ -174,6 +204,7 @@ class Batcher:
             preds = self._score_batch(batch)
         except ModelError as exc:
             if len(batch) == 1:
+                self._rejected(batch[0].client, asyncio.get_running_loop().time())
                 _settle(batch[0].future, exc=exc)
                 return
             # Bisect to isolate the request(s) the model rejects: one poisoned request among n costs
@@ -188,6 +219,8 @@ class Batcher:
             raise
         start = 0
         for job in batch:
+            if job.alone:
+                self.rejected.pop(job.client, None)
             part = preds[start:start + job.rows]
             start += job.rows
             if not job.want_proba:

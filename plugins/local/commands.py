@@ -56,8 +56,10 @@ def settings_options(func: Callable[..., Any]) -> Callable[..., Any]:
 @click.argument("model")
 @click.option("--schema", type=click.Path(dir_okay=False), default=None, help="schema.json with the input columns.")
 @click.option("--name", default=None, help="Model name in /health and V2 routes [default: file name].")
+@click.option("--trust", "trust", multiple=True, metavar="TYPE",
+              help="A type a skops model file may hold that skops does not trust by default (repeatable).")
 @settings_options
-def serve_command(model: str, schema: str | None, name: str | None, **options: Any) -> None:
+def serve_command(model: str, schema: str | None, name: str | None, trust: tuple[str, ...], **options: Any) -> None:
     """Serve MODEL in the foreground with the local target's server (Ctrl-C stops it)."""
     from pydantic import ValidationError
 
@@ -73,7 +75,7 @@ def serve_command(model: str, schema: str | None, name: str | None, **options: A
         problems = "; ".join(f"--{'-'.join(map(str, e['loc'])).replace('_', '-')}: {e['msg']}" for e in exc.errors())
         raise click.UsageError(f"{problems}; see deploykit serve --help") from None
     try:
-        artifact = load_artifact(model, schema)
+        artifact = load_artifact(model, schema, trusted_types=trust)
         try:
             public = bind(settings.host, settings.port, reuse_port=settings.workers > 1)
         except OSError as exc:

@@ -120,6 +120,16 @@ def check_digest(model: Path, expected: str) -> None:
             "changed after it was deployed; refusing to load it. Deploy the original model file again")
 
 
+def approved_types(model: Path) -> list[str]:
+    """The types a digest-checked skops file holds that skops does not trust by default (none for
+    other files): the deploying process loaded the file only after the user listed each of them
+    (``--trust``), and the recorded sha256 just checked pins that very file, so the server trusts
+    the same list without being told it again."""
+    from deploykit.artifact import is_skops_file, skops_untrusted_types
+
+    return skops_untrusted_types(model) if is_skops_file(model) else []
+
+
 class _LogStream:
     """sys.stdout/sys.stderr of the server: each line goes to the rotating log handler."""
 
@@ -184,9 +194,11 @@ def main(argv: list[str] | None = None) -> int:
     if doc.log_file:
         _rotate_logs(doc.log_file, settings.log_max_bytes, settings.log_backups)
     try:
+        trusted: list[str] = []
         if doc.model_sha256:
             check_digest(Path(doc.model), doc.model_sha256)
-        artifact = load_artifact(doc.model, doc.schema_file)
+            trusted = approved_types(Path(doc.model))
+        artifact = load_artifact(doc.model, doc.schema_file, trusted_types=trusted)
     except DeployKitError as exc:
         print(f"deploykit server: {exc}", file=sys.stderr, flush=True)
         return 1

@@ -246,3 +246,33 @@ def test_a_poisoned_batch_is_bisected_not_rescored_request_by_request() -> None:
     assert scorer.batches[0] == 32
     assert len(scorer.batches) <= 1 + 2 * 5
 
+
+
+def test_a_client_the_model_rejected_is_scored_alone_and_last_until_it_scores_again() -> None:
+    calls: list[list[str]] = []
+
+    def scorer(frame: pd.DataFrame, want_proba: bool) -> Predictions:
+        calls.append(frame["x"].tolist())
+        return Recorder()(frame, want_proba)
+
+    async def main() -> list[tuple[list[list[str]], list[Any]]]:
+        batcher = Batcher(scorer, wait_s=0.05, max_rows=1000)
+        rounds = []
+        for sent in ("poison", "poison", "good", "good"):
+            values = [sent if i == 3 else f"r{i}" for i in range(8)]
+            calls.clear()
+            batcher.recent.clear()  # no client counts as "the only one of late", however slow the machine
+            answers = await asyncio.gather(*(batcher.score(columns(v), 1, True, client=("c", i))
+                                             for i, v in enumerate(values)), return_exceptions=True)
+            rounds.append((calls[:], answers))
+        return rounds
+
+    first, second, healed, back = asyncio.run(main())
+    assert sum(map(len, first[0])) > 8  # the first rejection costs a bisection: rows scored again
+    # then the rejected client's request is a call of its own, and nobody else's is scored twice
+    assert ["poison"] in second[0] and sum(map(len, second[0])) == 8
+    assert second[0][-1] == ["poison"]  # and it waits its penalty: the others are answered first
+    assert [i for i, r in enumerate(second[1]) if isinstance(r, Exception)] == [3]
+    assert ["good"] in healed[0] and not any(isinstance(r, Exception) for r in healed[1])
+    assert ["good"] not in back[0]  # its request scored again: it rejoins the batches
+    assert [r.labels for r in back[1]] == [[f"label-{v}"] for v in ["r0", "r1", "r2", "good", "r4", "r5", "r6", "r7"]]
