@@ -62,10 +62,11 @@ def _project(base: Path, model: Path, name: str) -> Path:
 
 
 def _model(base: Path) -> Path:
-    import joblib
     import json
 
+    import joblib
     import train_model
+
     from deploykit.schema import Schema
 
     folder = base / "model"

@@ -180,7 +180,7 @@ def report(rounds: list[dict[str, Any]], args: argparse.Namespace, good_row: dic
         "`job: \"astronaut\"`: it passes the schema check (a string), then the model raises, so the server "
         "answers 422 `the model rejected the input: ValueError: Found unknown categories ...`.",
         "",
-        f"| | good clients alone | good clients + 1 poisoner |",
+        "| | good clients alone | good clients + 1 poisoner |",
         "|---|---|---|",
         f"| good clients: req/s | {statistics.median(clean):.0f} | {statistics.median(dirty):.0f} |",
         f"| good clients: p50 / p99 | {med('clean', 'p50_us') / 1000:.2f} / {med('clean', 'p99_us') / 1000:.2f} ms"
@@ -196,7 +196,8 @@ def report(rounds: list[dict[str, Any]], args: argparse.Namespace, good_row: dic
         "",
         "## Every round",
         "",
-        "| round | order | alone: req/s, p99 | with poisoner: req/s, p99 | ratio | poisoner: 422/s | predict calls alone / with |",
+        "| round | order | alone: req/s, p99 | with poisoner: req/s, p99 | ratio | poisoner: 422/s "
+        "| predict calls alone / with |",
         "|---|---|---|---|---|---|---|",
     ]
     for i, r in enumerate(rounds, 1):

@@ -22,9 +22,10 @@ import hashlib
 import pickle
 import re
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any
 
 from deploykit.errors import ArtifactError
 from deploykit.schema import Column, Schema
@@ -287,7 +288,7 @@ def infer_schema(model: Any) -> Schema:
 def _walk_transformers(est: Any, types: dict[str, str], example: dict[str, Any]) -> None:
     for step in getattr(est, "steps", []) or []:  # Pipeline
         _walk_transformers(step[1], types, example)
-    for name, trans, cols in getattr(est, "transformers_", []) or []:  # ColumnTransformer
+    for _name, trans, cols in getattr(est, "transformers_", []) or []:  # ColumnTransformer
         if not isinstance(cols, (list, tuple)) or not cols or not isinstance(cols[0], str):
             continue
         last = trans.steps[-1][1] if hasattr(trans, "steps") else trans

@@ -137,7 +137,7 @@ def inexact_integers(exact: Table, columns: Iterable[str], limit: int = 10) -> l
         bad = [(row, v) for row, v in enumerate(values)
                if type(v) is InexactNumber or (type(v) is int and not _INT_MIN <= v <= _INT_MAX)]
         for row, v in bad[:limit]:
-            if type(v) is int:
+            if not isinstance(v, InexactNumber):
                 text = _digits(v)
                 problems.append({
                     "column": name, "row": row, "value": text, "expected": "integer",

@@ -7,8 +7,9 @@ from typing import TYPE_CHECKING
 from deploykit_plugins.local.routes import health, mlflow, records, v2, watson
 
 if TYPE_CHECKING:
-    from deploykit_plugins.local.asgi import RouteContext
     from fastapi import FastAPI
+
+    from deploykit_plugins.local.asgi import RouteContext
 
 __all__ = ["mount"]
 

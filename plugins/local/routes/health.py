@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 
-from deploykit_plugins.local.asgi import JSON, RouteContext, dumps
 from fastapi import FastAPI
 from fastapi.responses import Response
+
+from deploykit_plugins.local.asgi import JSON, RouteContext, dumps
 
 __all__ = ["mount"]
 

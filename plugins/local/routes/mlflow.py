@@ -7,14 +7,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from deploykit_plugins.local.asgi import Endpoint, HTTPProblem, RouteContext
-from deploykit_plugins.local.batcher import frame_of
 from fastapi import FastAPI
 from fastapi.responses import Response
 from starlette.routing import Route
 
 from deploykit.errors import PayloadError
 from deploykit.payload import Predictions, csv, mlflow, parquet
+from deploykit_plugins.local.asgi import Endpoint, HTTPProblem, RouteContext
+from deploykit_plugins.local.batcher import frame_of
 
 __all__ = ["PATH", "mount"]
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from deploykit_plugins.local.asgi import Endpoint, RouteContext, wants_csv
 from fastapi import FastAPI
 from starlette.routing import Route
+
+from deploykit_plugins.local.asgi import Endpoint, RouteContext, wants_csv
 
 __all__ = ["PATH", "mount"]
 

@@ -4,6 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+from starlette.routing import Route
+
+from deploykit.errors import PayloadError
+from deploykit.payload import v2
 from deploykit_plugins.local.asgi import (
     JSON,
     Endpoint,
@@ -13,12 +19,6 @@ from deploykit_plugins.local.asgi import (
     dumps,
     headers_of,
 )
-from fastapi import FastAPI, Request
-from fastapi.responses import Response
-from starlette.routing import Route
-
-from deploykit.errors import PayloadError
-from deploykit.payload import v2
 
 __all__ = ["INFER_PATHS", "mount"]
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from deploykit_plugins.local.asgi import Endpoint, HTTPProblem, RouteContext
 from fastapi import FastAPI
 from starlette.routing import Route
 
 from deploykit.payload import watson
+from deploykit_plugins.local.asgi import Endpoint, HTTPProblem, RouteContext
 
 __all__ = ["PATH", "mount"]
 

@@ -34,7 +34,7 @@ def test_v2_parameters_that_are_not_an_object_are_400(server: str, rows: list[di
 
 def test_v2_deep_data_is_400_not_a_recursion_error(server: str) -> None:
     deep = "[" * 1000 + "1" + "]" * 1000
-    response = _post(server, V2, '{"inputs": [{"name": "age", "shape": [1], "datatype": "INT64", "data": %s}]}' % deep)
+    response = _post(server, V2, '{"inputs": [{"name": "age", "shape": [1], "datatype": "INT64", "data": ' + deep + '}]}')
     assert response.status_code == 400
     assert "'data' is nested more than 32 lists deep" in response.json()["error"]
 
@@ -55,9 +55,8 @@ def test_every_gzip_member_is_decompressed(server: str, rows: list[dict]) -> Non
 
 
 def test_gzip_members_together_keep_the_size_limit(artifact: object) -> None:
-    from deploykit_plugins.local.app import ServerConfig, create_app
-
     from deploykit.testing.servers import running
+    from deploykit_plugins.local.app import ServerConfig, create_app
 
     with running(create_app(artifact, ServerConfig(name="bank", max_body_bytes=1000))) as url:  # type: ignore[arg-type]
         member = gzip.compress(b" " * 600)
@@ -90,7 +89,7 @@ def test_numbers_that_only_round_to_an_integer_are_422(server: str, rows: list[d
 
 
 def test_a_repeated_key_is_400(server: str, rows: list[dict]) -> None:
-    body = json.dumps(rows[:1])[:-2] + f', "age": 3}}]'
+    body = json.dumps(rows[:1])[:-2] + ', "age": 3}]'
     response = _post(server, "/predict", body)
     assert response.status_code == 400
     assert response.json()["error"].startswith("the JSON body repeats the key 'age' in one object")

@@ -19,12 +19,12 @@ from typing import Any
 
 import httpx
 import pytest
-from deploykit_plugins.local.app import ServerConfig, create_app
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from deploykit.artifact import Artifact
 from deploykit.testing.servers import running
+from deploykit_plugins.local.app import ServerConfig, create_app
 
 COLUMNS = ["age", "job", "marital", "education", "balance", "housing", "duration", "campaign"]
 ROW = {"age": 41, "job": "admin.", "marital": "married", "education": "secondary", "balance": 1270.5,
