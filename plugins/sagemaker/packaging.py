@@ -31,10 +31,10 @@ if TYPE_CHECKING:
 
 __all__ = ["VENDORED", "build_model_tarball", "code_files"]
 
-#: deploykit modules shipped inside the tarball (paths relative to the deploykit package).
-VENDORED = ("errors.py", "schema.py", "inference.py", "payload/__init__.py", "payload/registry.py",
-            "payload/table.py", "payload/predictions.py", "payload/records.py", "payload/mlflow.py",
-            "payload/watson.py", "payload/v2.py", "payload/csv.py", "payload/jsontext.py")
+#: deploykit modules shipped inside the tarball (paths relative to the deploykit package), besides
+#: every module of ``deploykit/payload`` (the codecs register each other on import, so a codec added
+#: there must travel too).
+VENDORED = ("errors.py", "schema.py", "inference.py")
 _PACKAGE = "_dkserve"
 _IMPORT = re.compile(r"\bdeploykit\.(?=[a-z_])")
 _SHIMS = {
@@ -54,7 +54,8 @@ def code_files() -> dict[str, bytes]:
     files = {"code/inference.py": (Path(__file__).parent / "inference.py").read_bytes()}
     for name, text in _SHIMS.items():
         files[f"code/{_PACKAGE}/{name}"] = text.encode()
-    for rel in VENDORED:
+    payload = sorted(f"payload/{p.name}" for p in (root / "payload").glob("*.py"))
+    for rel in (*VENDORED, *payload):
         source = (root / rel).read_text(encoding="utf-8")
         files[f"code/{_PACKAGE}/{rel}"] = _IMPORT.sub(f"{_PACKAGE}.", source).encode()
     return files
