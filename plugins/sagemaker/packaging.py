@@ -13,6 +13,11 @@ deploykit's ``errors``, ``schema``, ``inference`` and ``payload`` modules with e
 ``deploykit.`` import renamed to ``_dkserve.``, and a stand-in for the plugin hook marker. No
 ``requirements.txt`` is written: nothing is installed at start, so network isolation works.
 The archive is deterministic (sorted entries, zero mtimes), so the same model gives the same bytes.
+
+An MLflow model directory (an ``MLmodel`` file inside) is packed for MLflow's pyfunc serving image
+instead (``mlflow sagemaker build-and-push-container``): the directory's files at the archive's
+root, as ``mlflow.sagemaker`` packs them, so ``/opt/ml/model/MLmodel`` is what the image's
+``serve`` entry point loads; no deploykit code is added (MLflow's scoring server answers).
 """
 
 from __future__ import annotations
@@ -29,12 +34,12 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from deploykit.artifact import Artifact
 
-__all__ = ["VENDORED", "build_model_tarball", "code_files"]
+__all__ = ["VENDORED", "build_model_tarball", "code_files", "is_mlflow_model"]
 
-#: deploykit modules shipped inside the tarball (paths relative to the deploykit package).
-VENDORED = ("errors.py", "schema.py", "inference.py", "payload/__init__.py", "payload/registry.py",
-            "payload/table.py", "payload/predictions.py", "payload/records.py", "payload/mlflow.py",
-            "payload/watson.py", "payload/v2.py", "payload/csv.py", "payload/jsontext.py")
+#: deploykit modules shipped inside the tarball (paths relative to the deploykit package), besides
+#: every module of ``deploykit/payload`` (the codecs register each other on import, so a codec added
+#: there must travel too).
+VENDORED = ("errors.py", "schema.py", "inference.py")
 _PACKAGE = "_dkserve"
 _IMPORT = re.compile(r"\bdeploykit\.(?=[a-z_])")
 _SHIMS = {
@@ -54,22 +59,25 @@ def code_files() -> dict[str, bytes]:
     files = {"code/inference.py": (Path(__file__).parent / "inference.py").read_bytes()}
     for name, text in _SHIMS.items():
         files[f"code/{_PACKAGE}/{name}"] = text.encode()
-    for rel in VENDORED:
+    payload = sorted(f"payload/{p.name}" for p in (root / "payload").glob("*.py"))
+    for rel in (*VENDORED, *payload):
         source = (root / rel).read_text(encoding="utf-8")
         files[f"code/{_PACKAGE}/{rel}"] = _IMPORT.sub(f"{_PACKAGE}.", source).encode()
     return files
 
 
+def is_mlflow_model(artifact: Artifact) -> bool:
+    """True when ``artifact`` is an MLflow model directory (packed for MLflow's pyfunc serving image)."""
+    return artifact.path.is_dir() and (artifact.path / "MLmodel").is_file()
+
+
+def _mlflow_files(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
 def build_model_tarball(artifact: Artifact, dest: Path) -> tuple[Path, str]:
     """Write ``dest`` (model.tar.gz) for ``artifact``; return its path and sha256 hex."""
-    suffix = artifact.path.suffix if artifact.path.suffix in (".joblib", ".pkl", ".pickle") else ".joblib"
-    model_file = f"model{suffix}"
-    manifest = {"model_file": model_file, "model_sha256": artifact.sha256, "classes": artifact.classes,
-                "framework": artifact.framework, "framework_version": artifact.framework_version,
-                "source": artifact.path.name}
-    files = {model_file: artifact.path.read_bytes(),
-             "schema.json": json.dumps(artifact.schema.to_dict(), indent=1, default=str).encode(),
-             "deploykit.json": json.dumps(manifest, indent=1, default=str).encode(), **code_files()}
+    files = _mlflow_files(artifact.path) if is_mlflow_model(artifact) else _sklearn_files(artifact)
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for name in sorted(files):
@@ -81,3 +89,16 @@ def build_model_tarball(artifact: Artifact, dest: Path) -> tuple[Path, str]:
     with open(dest, "wb") as out, gzip.GzipFile(fileobj=out, mode="wb", mtime=0, filename="") as gz:
         gz.write(raw.getvalue())
     return dest, hashlib.sha256(dest.read_bytes()).hexdigest()
+
+
+def _sklearn_files(artifact: Artifact) -> dict[str, bytes]:
+    """The scikit-learn container's layout: the model file, schema, manifest and ``code/``."""
+    suffix = artifact.path.suffix if artifact.path.suffix in (".joblib", ".pkl", ".pickle") else ".joblib"
+    model_file = f"model{suffix}"
+    manifest = {"model_file": model_file, "model_sha256": artifact.sha256, "classes": artifact.classes,
+                "framework": artifact.framework, "framework_version": artifact.framework_version,
+                "source": artifact.path.name}
+    files = {model_file: artifact.path.read_bytes(),
+             "schema.json": json.dumps(artifact.schema.to_dict(), indent=1, default=str).encode(),
+             "deploykit.json": json.dumps(manifest, indent=1, default=str).encode(), **code_files()}
+    return files

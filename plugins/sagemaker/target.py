@@ -113,13 +113,16 @@ class SageMakerTarget:
         return f"{base}/endpoints/{endpoint}/invocations"
 
     def _image(self, artifact: Artifact) -> str:
+        from deploykit_plugins.sagemaker.packaging import is_mlflow_model
+
         if self.settings.image_uri:
             return self.settings.image_uri
-        if artifact.flavor == "mlflow":
+        if artifact.flavor == "mlflow" or is_mlflow_model(artifact):
             raise DeploymentError(
-                f"{artifact.path.name} is an MLflow model; the sagemaker target packs scikit-learn pickles for "
-                "SageMaker's scikit-learn container only. Deploy the model's pickle, or set sagemaker.image_uri "
-                "to an MLflow pyfunc image you built ('mlflow sagemaker build-and-push-container')")
+                f"{artifact.path.name} is an MLflow model directory; SageMaker serves those through MLflow's pyfunc "
+                "serving image, which deploykit cannot pick for you: set sagemaker.image_uri to that image in your "
+                "account's ECR (built and pushed by 'mlflow sagemaker build-and-push-container'), or deploy the "
+                "model's joblib/pickle file for SageMaker's scikit-learn container")
         if artifact.framework not in ("scikit-learn", "sklearn"):
             raise DeploymentError(
                 f"{artifact.path.name} holds a {artifact.framework} model, and deploykit picks SageMaker "
@@ -229,11 +232,17 @@ class SageMakerTarget:
     def _create_model(self, name: str, plan: dict[str, Any], uri: str, artifact: Artifact) -> str:
         s = self.settings
         model_name = plan["resource"]
+        from deploykit_plugins.sagemaker.packaging import is_mlflow_model
+
+        environment: dict[str, str] = {"SAGEMAKER_REGION": s.region, SHA_ENV: artifact.sha256}
+        if is_mlflow_model(artifact):  # MLflow's pyfunc serving image reads these (mlflow.sagemaker sets the same)
+            environment.update(MLFLOW_DEPLOYMENT_FLAVOR_NAME="python_function", SERVING_ENVIRONMENT="SageMaker")
+        else:
+            environment.update(SAGEMAKER_PROGRAM="inference.py", SAGEMAKER_SUBMIT_DIRECTORY="/opt/ml/model/code",
+                               SAGEMAKER_CONTAINER_LOG_LEVEL="20")
         kwargs: dict[str, Any] = {
             "ModelName": model_name, "ExecutionRoleArn": s.role_arn, "Tags": self._tags(name, plan["revision"]),
-            "PrimaryContainer": {"Image": plan["image"], "ModelDataUrl": uri, "Environment": {
-                "SAGEMAKER_PROGRAM": "inference.py", "SAGEMAKER_SUBMIT_DIRECTORY": "/opt/ml/model/code",
-                "SAGEMAKER_CONTAINER_LOG_LEVEL": "20", "SAGEMAKER_REGION": s.region, SHA_ENV: artifact.sha256}},
+            "PrimaryContainer": {"Image": plan["image"], "ModelDataUrl": uri, "Environment": environment},
         }
         if s.vpc_config:
             kwargs["VpcConfig"] = {"Subnets": s.vpc_config.subnets, "SecurityGroupIds": s.vpc_config.security_group_ids}

@@ -22,7 +22,10 @@ one 127.0.0.1 port for all three services, therefore:
 For each endpoint revision it downloads ``ModelDataUrl`` from moto's S3, extracts it and starts
 ``tests/emulators/sagemaker_container.py`` (the container contract: ``/ping``,
 ``/invocations``, ``code/inference.py``'s handlers, no deploykit importable); during an update
-the old container answers until the new one passes ``/ping``.
+the old container answers until the new one passes ``/ping``. A model whose container
+environment sets ``MLFLOW_DEPLOYMENT_FLAVOR_NAME`` (MLflow's pyfunc serving image contract, as
+``mlflow.sagemaker`` deploys) runs MLflow's own scoring server on the extracted directory instead,
+as that image's ``serve`` entry point does.
 
 Fault knobs (``emulator.faults`` in process, or ``POST /_emulator/faults`` with JSON):
 ``ping_never_healthy``, ``model_fn_error`` (text), ``bad_tarball``, ``container_5xx`` (count of
@@ -186,6 +189,7 @@ class SageMakerEmulator:
         self._clients: dict[str, Any] = {}
         self._zygote: subprocess.Popen[str] | None = None
         self._zygote_lock = threading.Lock()
+        self._mlflow_processes: list[subprocess.Popen[bytes]] = []
 
     # -- process -----------------------------------------------------------------------------
     def __enter__(self) -> SageMakerEmulator:
@@ -229,6 +233,10 @@ class SageMakerEmulator:
                 self._zygote.kill()
                 self._zygote.wait(timeout=10)
                 self._zygote = None
+        for process in self._mlflow_processes:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -246,6 +254,7 @@ class SageMakerEmulator:
                     if container is not None:
                         container.stop()
             self.endpoints.clear()
+            self._mlflow_processes = [p for p in self._mlflow_processes if p.poll() is None]  # reap the stopped
             self.jobs.clear()
             self.faults = Faults()
             self.roles = {ROLE_ARN}
@@ -447,11 +456,28 @@ class SageMakerEmulator:
             env["DKEMU_PING_NEVER"] = "1"
         if self.faults.model_fn_error:
             env["DKEMU_MODEL_FN_ERROR"] = self.faults.model_fn_error
+        if env.get("MLFLOW_DEPLOYMENT_FLAVOR_NAME"):
+            return self._start_mlflow(model_dir, folder, log, config_name, env)
         answer = self._fork({"model_dir": str(model_dir), "env": env, "log": str(log)})
         found = re.match(r"^PID (\d+) PORT (\d+)$", answer)
         if found is None or found.group(2) == "0":
             raise ApiError(400, "ValidationException", f"The container did not start: {answer} {log.read_text()[-500:]}")
         return Container(int(found.group(1)), int(found.group(2)), folder, log, config_name)
+
+    def _start_mlflow(self, model_dir: Path, folder: Path, log: Path, config_name: str,
+                      env: dict[str, str]) -> Container:
+        """MLflow's pyfunc serving image: its ``serve`` entry point runs MLflow's scoring server (uvicorn,
+        ``/ping`` and ``/invocations``) on the model directory at ``/opt/ml/model``; so does this."""
+        port = _free_port()
+        child = {k: v for k, v in os.environ.items() if not k.startswith(("DKEMU_", "DEPLOYKIT_CRASH"))}
+        child.update(env, __pyfunc_model_path__=str(model_dir))  # mlflow.pyfunc.scoring_server._SERVER_MODEL_PATH
+        with open(log, "wb") as out:
+            process = subprocess.Popen([sys.executable, "-m", "uvicorn", "--host", "127.0.0.1", "--port", str(port),
+                                        "--workers", "1", "mlflow.pyfunc.scoring_server.app:app"],
+                                       stdout=out, stderr=subprocess.STDOUT, env=child, cwd=folder,
+                                       start_new_session=True)
+        self._mlflow_processes.append(process)  # reaped when the emulator stops
+        return Container(process.pid, port, folder, log, config_name)
 
     def _fork(self, request: dict[str, Any]) -> str:
         """Ask the container fork server for one container process (it is started on first use)."""
