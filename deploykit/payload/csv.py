@@ -32,7 +32,7 @@ def _table_csv(obj: Any, columns: Sequence[str] | None, types: Mapping[str, str]
         raise PayloadError(f"a CSV payload must be text, got {type(obj).__name__}: {_short(obj)}")
     pd = _pd()
     text = obj.decode("utf-8", "replace") if isinstance(obj, (bytes, bytearray)) else obj
-    if not text.strip():
+    if not text.strip("\r\n"):  # a header of blank-looking names (" ") is still a header
         raise PayloadError("the CSV payload is empty; send a header line and at least one row")
     nul = text.find("\x00")
     if nul >= 0:  # the C parser would end the field there, or keep it: neither is what was meant

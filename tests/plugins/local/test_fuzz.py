@@ -6,14 +6,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import schemathesis
 from hypothesis import HealthCheck, given, settings
+from schemathesis import GenerationMode
 
 from deploykit.artifact import load_artifact
 from deploykit.testing.servers import running
 from deploykit_plugins.local.app import ServerConfig, create_app
-
-schemathesis = pytest.importorskip("schemathesis")
-from schemathesis import GenerationMode  # noqa: E402
 
 
 @pytest.fixture(scope="module")
