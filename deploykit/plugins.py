@@ -116,9 +116,12 @@ def _label(name: str, plugin: Any) -> str:
 
 
 def _entry_point_names() -> list[str]:
-    from importlib.metadata import entry_points
+    """Every ``deploykit`` entry-point name of every installed distribution, as pluggy's
+    ``load_setuptools_entrypoints`` walks them (``entry_points()`` keeps only the first copy of a
+    distribution installed twice, so a name only a second copy declares would not be blocked)."""
+    from importlib.metadata import distributions
 
-    return [ep.name for ep in entry_points(group="deploykit")]
+    return sorted({ep.name for dist in distributions() for ep in dist.entry_points if ep.group == "deploykit"})
 
 
 def get_registry() -> TargetRegistry:
