@@ -22,7 +22,8 @@ target (credentials validated) and to open a recorded deployment with its target
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -442,18 +443,8 @@ def _create(store: MetadataStore, tgt: Target, context: TargetContext, artifact:
                      planned=_planned(artifact.sha256, artifact.schema.names))
     crash_point("create:intent-recorded")
     with context.noting(_recorder(store, op)):
-        try:
+        with _settled_on_failure(store, op, _marked_failed):
             created = tgt.deploy(artifact, name)
-        except DeploymentError as exc:
-            if exc.deployment is not None:  # something exists remotely: record it rather than orphan it
-                exc.deployment.status = "failed"
-                store.finish(op, exc.deployment)
-            else:
-                store.abandon(op)
-            raise
-        except DeployKitError:
-            store.abandon(op)
-            raise
         _note_ids(store, op, created.ids)
         crash_point("create:target-created")
         created.revision, created.model_sha256 = 1, artifact.sha256
@@ -487,17 +478,8 @@ def _update(store: MetadataStore, tgt: Target, context: TargetContext, current: 
                      planned=_planned(artifact.sha256, artifact.schema.names, current.revision))
     crash_point("update:intent-recorded")
     with context.noting(_recorder(store, op)):
-        try:
+        with _settled_on_failure(store, op, lambda failed: _with_history(failed, current, status="failed")):
             updated = tgt.update(current, artifact)
-        except DeploymentError as exc:
-            if exc.deployment is not None:
-                store.finish(op, _with_history(exc.deployment, current, status="failed"))
-            else:
-                store.abandon(op)
-            raise
-        except DeployKitError:
-            store.abandon(op)
-            raise
         _note_ids(store, op, updated.ids)
         crash_point("update:target-updated")
         updated = _with_history(updated, current)
@@ -517,6 +499,31 @@ def _update(store: MetadataStore, tgt: Target, context: TargetContext, current: 
                 f"rolled back to revision {restored.revision}, which serves again"
             ) from None
     return _finish(store, op, ready, "updated")
+
+
+@contextlib.contextmanager
+def _settled_on_failure(store: MetadataStore, op: PendingOperation,
+                        record: Callable[[Deployment], Deployment] | None) -> Iterator[None]:
+    """Around the target call of ``op``: when it raises, settle ``op`` before the error goes on. A
+    DeploymentError carrying the deployment that exists remotely is recorded (``record`` turns it
+    into the failed record) rather than orphaned; anything else abandons ``op``. With ``record``
+    None every failure abandons it."""
+    try:
+        yield
+    except DeploymentError as exc:
+        if record is not None and exc.deployment is not None:
+            store.finish(op, record(exc.deployment))
+        else:
+            store.abandon(op)
+        raise
+    except DeployKitError:
+        store.abandon(op)
+        raise
+
+
+def _marked_failed(deployment: Deployment) -> Deployment:
+    deployment.status = "failed"
+    return deployment
 
 
 def _with_history(new: Deployment, current: Deployment, status: str | None = None) -> Deployment:
@@ -581,11 +588,8 @@ def rollback(name: str, *, to: int | None = None, target: str | None = None, cre
                          planned=_planned(previous.model_sha256, previous.columns, current.revision))
         crash_point("rollback:intent-recorded")
         with context.noting(_recorder(store, op)):
-            try:
+            with _settled_on_failure(store, op, None):
                 back = tgt.rollback(current, previous)
-            except DeployKitError:
-                store.abandon(op)
-                raise
             _note_ids(store, op, back.ids)
             crash_point("rollback:target-rolled-back")
             try:
