@@ -211,7 +211,8 @@ def main(argv: list[str] | None = None) -> int:
               "choose another port (local.port) or stop what uses it", file=sys.stderr, flush=True)
         return 3
     health = bind("127.0.0.1", 0)
-    config = ServerConfig.from_settings(settings, doc.name, doc.revision)
+    config = ServerConfig.from_settings(settings, doc.name, doc.revision,
+                                        str(Path(doc.log_file).parent.parent) if doc.log_file else None)
     public_state: dict[str, Any] = {} if waiting else {"joined": True, "port": first.getsockname()[1]}
     started_flag: list[bool] = []
 
