@@ -306,6 +306,25 @@ def drift(name: str, since: str | None, period: str | None, html_file: str | Non
         sys.exit(3)
 
 
+@cli.command()
+@click.argument("name")
+@click.option("--lang", "-l", type=click.Choice(["curl", "python", "js", "http"]), default="curl", show_default=True,
+              help="Language of the client code.")
+@click.option("--async", "asynchronous", is_flag=True, help="Submit a file as an async job (no target has jobs yet).")
+@_target_option
+@click.option("--metadata", type=click.Path(dir_okay=False), default=None, help="State file [default: ./metadata.yaml].")
+@_handle
+def snippet(name: str, lang: str, asynchronous: bool, target: str | None, metadata: str | None) -> None:
+    """Print client code that scores NAME's example row: its real URL and protocol, the token from $DEPLOYKIT_TOKEN."""
+    from deploykit import snippets
+    from deploykit.metadata import DEFAULT_PATH, MetadataStore
+
+    store = MetadataStore(metadata or DEFAULT_PATH)
+    dep = store.read().get(name, target)
+    click.echo(snippets.snippet(dep, lang, snippets.example_row(dep, store.state_dir), asynchronous=asynchronous),
+               nl=False)
+
+
 @cli.command(name="list")
 @click.option("--metadata", type=click.Path(dir_okay=False), default=None, help="State file [default: ./metadata.yaml].")
 @_json_option
