@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import httpx
 import pyarrow.parquet as pq
 
 from deploykit.artifact import Artifact
+from deploykit.process import free_port
 from deploykit.testing.servers import running
 from deploykit_plugins.local.app import ServerConfig, create_app
 from deploykit_plugins.local.settings import LocalSettings
@@ -59,3 +64,58 @@ def _served_while_logging_fails(app: object, bank_rows: list[dict]) -> None:
         samples = scrape(url)
     assert value(samples, "deploykit_input_log_failures_total") >= 1
     assert value(samples, "deploykit_input_log_rows_total") == 0
+
+
+def _serve(bank_model: Path, folder: Path, port: int, workers: int) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen([sys.executable, "-m", "deploykit", "serve", str(bank_model), "--schema",
+                             str(bank_model.with_name("bank-model.schema.json")), "--port", str(port),
+                             "--workers", str(workers), "--log-inputs", "--log-inputs-dir", str(folder),
+                             "--batch-wait-ms", "0"], stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                return proc
+        except httpx.TransportError:
+            time.sleep(0.1)
+    proc.kill()
+    raise AssertionError(f"deploykit serve did not start: {proc.stderr.read().decode() if proc.stderr else ''}")
+
+
+def _logged(folder: Path) -> int:
+    return sum(pq.read_metadata(f).num_rows for f in folder.glob("inputs-*.parquet"))
+
+
+def test_nothing_is_lost_at_a_clean_shutdown_of_several_workers(bank_model: Path, bank_rows: list[dict],
+                                                               tmp_path: Path) -> None:
+    port = free_port("127.0.0.1")
+    proc = _serve(bank_model, tmp_path / "logs", port, workers=2)
+    try:
+        for i in range(40):  # a new connection each, so both workers take some
+            answer = httpx.post(f"http://127.0.0.1:{port}/predict", json=bank_rows[i % 20:i % 20 + 1])
+            assert answer.status_code == 200
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    finally:
+        proc.kill()
+    log = proc.stderr.read().decode() if proc.stderr else ""
+    assert _logged(tmp_path / "logs") == 40, log
+    writers = {f.name.split("-")[2] for f in (tmp_path / "logs").glob("inputs-*.parquet")}
+    assert len(writers) == 2, writers  # the forked worker flushed its own rows before exiting
+
+
+def test_after_kill_9_only_the_last_unflushed_second_can_be_lost(bank_model: Path, bank_rows: list[dict],
+                                                                tmp_path: Path) -> None:
+    port = free_port("127.0.0.1")
+    proc = _serve(bank_model, tmp_path / "logs", port, workers=1)
+    try:
+        for _ in range(3):
+            assert httpx.post(f"http://127.0.0.1:{port}/predict", json=bank_rows).status_code == 200
+        time.sleep(2.5)  # more than one flush interval
+        assert httpx.post(f"http://127.0.0.1:{port}/predict", json=bank_rows[:5]).status_code == 200
+        proc.kill()
+        proc.wait(30)
+    finally:
+        proc.kill()
+    assert _logged(tmp_path / "logs") in (60, 65)  # the last request may be in the lost second
+    assert not list((tmp_path / "logs").glob("inputs-*.tmp"))
