@@ -240,6 +240,9 @@ def status(name: str, target: str | None, credentials: str | None, metadata: str
     pending = store.pending(dep.name, dep.target)
     notes = store.reconciliations(dep.name, dep.target)
     latest = notes[-1].to_dict() if notes else dep.reconciled
+    from deploykit.monitoring import drift_status
+
+    live, drifted = _live(dep, credentials, store.state_dir), drift_status(store.state_dir, dep.name)
 
     def human() -> None:
         _describe(dep)
@@ -249,8 +252,16 @@ def status(name: str, target: str | None, credentials: str | None, metadata: str
             click.echo(f"  {op.describe()}")
         if notes:
             click.echo(f"  {notes[-1].describe()}")
+        if live:
+            click.echo(f"  live (since the server started): {live['requests']} scoring requests, {live['rejected']} "
+                       f"rejected (4xx), {live['errors']} errors (5xx), p50 {live['p50_ms']} ms, p99 {live['p99_ms']} ms")
+        if drifted:
+            shifted = f" ({', '.join(drifted['significant'])})" if drifted["significant"] else ""
+            click.echo(f"  drift: {drifted['status']}{shifted}, PSI average {drifted['psi_average']} "
+                       f"over {drifted['n']} logged rows")
 
-    _emit({**dep.summary(), "pending": [op.summary() for op in pending], "reconciled": latest}, as_json, human)
+    _emit({**dep.summary(), "pending": [op.summary() for op in pending], "reconciled": latest, "live": live,
+           "drift": drifted}, as_json, human)
     if dep.status != "ready":
         sys.exit(1)
 
@@ -323,6 +334,21 @@ def snippet(name: str, lang: str, asynchronous: bool, target: str | None, metada
     dep = store.read().get(name, target)
     click.echo(snippets.snippet(dep, lang, snippets.example_row(dep, store.state_dir), asynchronous=asynchronous),
                nl=False)
+
+
+def _live(dep: Any, credentials: str | None, state_dir: Any) -> dict[str, Any] | None:
+    """The local server's live figures from its /metrics, or None when they cannot be had (another
+    target, metrics off, not serving)."""
+    if dep.target != "local" or not dep.url or dep.status != "ready":
+        return None
+    from deploykit.lifecycle import open_target
+    from deploykit.monitoring import live_figures
+
+    try:
+        settings = open_target("local", credentials, state_dir, secrets_optional=True).settings
+        return live_figures(dep.url, getattr(settings, "token_value", None), getattr(settings, "client_verify", True))
+    except (OSError, ValueError, DeployKitError):
+        return None
 
 
 @cli.command(name="list")

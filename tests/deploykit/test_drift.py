@@ -188,3 +188,27 @@ def test_deploy_with_a_reference_missing_schema_columns_says_which(project: Any,
     assert "reference profile was not stored" in done.err and "'balance'" in done.err
     missing = cli("deploy", bank_model, "--name", "bank", "--reference", "nope.csv")
     assert missing.code == 1 and "reference file 'nope.csv' does not exist" in missing.err
+
+
+def test_status_shows_live_figures_and_the_drift(deployed: dict[str, Any], cli: Any) -> None:
+    assert httpx.post(f"{deployed['url']}/predict", json=[{"age": "old"}]).status_code == 422
+    done = cli("status", "bank", "--json")
+    assert done.code == 0, done.err
+    live, shifted = done.json()["live"], done.json()["drift"]
+    assert live["requests"] >= 13 and live["rejected"] == 1 and live["errors"] == 0  # 12 + 1, and smoke tests
+    assert 0 < live["p50_ms"] <= live["p99_ms"]
+    assert shifted["status"] == "significant" and sorted(shifted["significant"]) == SHIFTED
+    human = cli("status", "bank")
+    assert "scoring requests, 1 rejected (4xx), 0 errors (5xx)" in human.out, human.out
+    assert "drift: significant (job, balance)" in human.out or "drift: significant (balance, job)" in human.out
+
+
+def test_quantiles_interpolate_within_buckets_as_prometheus_does() -> None:
+    from deploykit.monitoring import quantile
+
+    buckets = [(0.01, 50.0), (0.1, 90.0), (1.0, 100.0), (float("inf"), 100.0)]
+    assert quantile(0.5, buckets) == pytest.approx(0.01)
+    assert quantile(0.7, buckets) == pytest.approx(0.01 + 0.09 * (20 / 40))
+    assert quantile(0.99, buckets) == pytest.approx(0.1 + 0.9 * (9 / 10))
+    assert quantile(0.5, [(0.1, 0.0), (float("inf"), 0.0)]) is None
+    assert quantile(0.99, [(0.1, 1.0), (float("inf"), 10.0)]) == 0.1  # past the last finite bound
