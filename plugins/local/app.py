@@ -54,6 +54,7 @@ class ServerConfig:
     protect_metrics: bool = True
     inputs_dir: str | None = None
     inputs_max_bytes: int = _default("log_inputs_max_bytes")
+    metrics_dir: str | None = None  # set by the server with workers > 1: every process's metrics add up
 
     @classmethod
     def from_settings(cls, settings: LocalSettings, name: str = "model", revision: int = 1,

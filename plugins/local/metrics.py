@@ -15,12 +15,14 @@ apps in one process (tests, a replacement revision) keep separate counts. What i
 - ``deploykit_input_log_rows_total``, ``deploykit_input_log_failures_total`` and
   ``deploykit_input_log_dropped_total`` when inputs are logged (``inputlog``).
 
-With ``workers`` > 1 each process counts its own requests; a scrape reaches one of them
-(see docs/monitoring.md).
+With ``workers`` > 1 the server gives every process one folder (``ServerConfig.metrics_dir``) and
+prometheus_client's multiprocess mode keeps each process's values in memory-mapped files there,
+so a scrape answered by any worker sums them all (the model info comes from the answering one).
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -31,7 +33,7 @@ if TYPE_CHECKING:
     from deploykit.payload import Predictions
     from deploykit_plugins.local.asgi import RouteContext
 
-__all__ = ["PATH", "Metrics", "install"]
+__all__ = ["PATH", "Metrics", "enable_multiprocess", "install"]
 
 PATH = "/metrics"
 _MAX_LABELS = 50
@@ -51,10 +53,15 @@ def _protocol(route: str) -> str:
 class Metrics:
     """The server's metrics in their own registry, and the observations the app makes."""
 
-    def __init__(self, name: str, revision: int, sha256: str, framework: str) -> None:
+    def __init__(self, name: str, revision: int, sha256: str, framework: str,
+                 multiprocess_dir: str | None = None) -> None:
+        if multiprocess_dir is not None:
+            enable_multiprocess(multiprocess_dir)
         from prometheus_client import CollectorRegistry, Counter, Histogram, Info
 
+        self.multiprocess_dir = multiprocess_dir
         self.registry = CollectorRegistry(auto_describe=True)
+        self._info_registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter("deploykit_requests", "HTTP requests answered, by route template, protocol "
                                 "and status", ["route", "protocol", "status"], registry=r)
@@ -70,7 +77,7 @@ class Metrics:
                                     "rows are lost, the requests were answered)", registry=r)
         self.log_dropped = Counter("deploykit_input_log_dropped", "Rows not logged because the writer "
                                    "fell behind", registry=r)
-        info = Info("deploykit_model", "The model this server serves", registry=r)
+        info = Info("deploykit_model", "The model this server serves", registry=self._info_registry)
         info.info({"name": name, "revision": str(revision), "sha256": sha256, "framework": framework})
         self._labels: set[str] = set()
 
@@ -95,9 +102,26 @@ class Metrics:
 
     def exposition(self) -> bytes:
         """The registry in Prometheus' text format."""
-        from prometheus_client import generate_latest
+        from prometheus_client import CollectorRegistry, generate_latest
 
-        return generate_latest(self.registry)
+        if self.multiprocess_dir is None:
+            return generate_latest(self.registry) + generate_latest(self._info_registry)
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        every_process = CollectorRegistry()
+        MultiProcessCollector(every_process, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]
+        return generate_latest(every_process) + generate_latest(self._info_registry)
+
+
+def enable_multiprocess(folder: str) -> None:
+    """Keep metric values in memory-mapped files under ``folder`` (prometheus_client's multiprocess
+    mode), for metrics made from now on in this process and the processes it forks."""
+    from prometheus_client import values
+
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder
+    # prometheus_client chooses its value class when first imported (it reads the variable then);
+    # choose again, as its own tests do (``values.ValueClass``, stable since 0.4; setup.cfg pins >=0.17)
+    values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
 
 
 class _Measure:
@@ -157,7 +181,7 @@ def install(app: FastAPI, ctx: RouteContext, protect: bool) -> Metrics:
     from deploykit_plugins.local.asgi import HTTPProblem, dumps, headers_of
 
     config, artifact = ctx.config, ctx.artifact
-    metrics = Metrics(config.name, config.revision, artifact.sha256, artifact.framework)
+    metrics = Metrics(config.name, config.revision, artifact.sha256, artifact.framework, config.metrics_dir)
     batcher = ctx.batcher
     predict = batcher.scorer
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -9,6 +11,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from deploykit.artifact import Artifact
+from deploykit.process import free_port
 from deploykit.testing.servers import running
 from deploykit_plugins.local.app import ServerConfig, create_app
 
@@ -82,3 +85,25 @@ def test_metrics_can_be_left_open_or_turned_off(artifact: Artifact) -> None:
         assert "deploykit_model_info" in scrape(url)
     with running(create_app(artifact, ServerConfig(name="bank", metrics=False))) as url:
         assert httpx.get(f"{url}/metrics").status_code == 404
+
+
+def test_with_two_workers_every_scrape_sums_both_processes(bank_model: Path, bank_rows: list[dict],
+                                                           tmp_path: Path) -> None:
+    from tests.plugins.local.test_inputlog import _serve
+
+    port = free_port("127.0.0.1")
+    proc = _serve(bank_model, tmp_path / "logs", port, workers=2)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for i in range(30):  # a new connection each, so both workers answer some
+            assert httpx.post(f"{url}/predict", json=bank_rows[i % 20:i % 20 + 1]).status_code == 200
+        for _ in range(6):  # whichever worker answers the scrape, the counts are the whole server's
+            samples = scrape(url)
+            assert value(samples, "deploykit_requests_total", route="/predict", status="200") == 30
+            assert value(samples, "deploykit_predict_rows_sum") == 30
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    finally:
+        proc.kill()
+    writers = {f.name.split("-")[2] for f in (tmp_path / "logs").glob("inputs-*.parquet")}
+    assert len(writers) == 2, "both workers should have served"
