@@ -38,6 +38,7 @@ __all__ = [
     "bin_shares",
     "build_profile",
     "compute",
+    "feature_chart",
     "html_report",
     "inputs_dir",
     "load_profile",
@@ -282,38 +283,47 @@ def compute(profile: dict[str, Any], logged: pd.DataFrame, period: str | None = 
     return report
 
 
+def feature_chart(report: DriftReport, feature: dict[str, Any], name: str) -> Any:
+    """A matplotlib ``Figure`` for one feature: PSI per period with the thresholds, beside the
+    reference and latest share per bin."""
+    from matplotlib.figure import Figure
+
+    moderate, significant = report.thresholds
+    rows = [r for r in report.rows if r["feature"] == name]
+    figure = Figure(figsize=(10, 3.2))
+    over_time, shares = figure.subplots(1, 2)
+    over_time.plot([r["period_start"][:10] for r in rows], [r["psi"] for r in rows], marker="o")
+    over_time.axhline(moderate, color="orange", linestyle="--", label=f"moderate {moderate}")
+    over_time.axhline(significant, color="red", linestyle="--", label=f"significant {significant}")
+    over_time.set_title(f"{name}: PSI per period")
+    over_time.legend(fontsize=7)
+    labels = bin_labels(feature)
+    latest = report.shares[name][rows[-1]["period_start"]] if rows else [0.0] * len(labels)
+    positions = range(len(labels))
+    shares.bar([p - 0.2 for p in positions], feature["shares"], width=0.4, label="reference")
+    shares.bar([p + 0.2 for p in positions], latest, width=0.4, label="latest period")
+    shares.set_xticks(list(positions), labels, rotation=45, ha="right", fontsize=6)
+    shares.set_title(f"{name}: share per bin")
+    shares.legend(fontsize=7)
+    figure.tight_layout()
+    return figure
+
+
 def html_report(report: DriftReport, profile: dict[str, Any], title: str) -> str:
     """One self-contained HTML page: the latest table, and per feature an inline SVG chart of PSI
     over time beside the reference and latest distributions (matplotlib; no script, font or URL)."""
     import html
     import io
 
-    from matplotlib.figure import Figure
-
     moderate, significant = report.thresholds
     table = "".join(f"<tr class='{r['status'].replace(' ', '-')}'><td>{html.escape(r['feature'])}</td>"
                     f"<td>{r['psi']:.4f}</td><td>{r['status']}</td><td>{r['n']}</td></tr>" for r in report.latest)
     charts = []
     for name, feature in profile["features"].items():
-        rows = [r for r in report.rows if r["feature"] == name]
-        figure = Figure(figsize=(10, 3.2))
-        over_time, shares = figure.subplots(1, 2)
-        over_time.plot([r["period_start"][:10] for r in rows], [r["psi"] for r in rows], marker="o")
-        over_time.axhline(moderate, color="orange", linestyle="--", label=f"moderate {moderate}")
-        over_time.axhline(significant, color="red", linestyle="--", label=f"significant {significant}")
-        over_time.set_title(f"{name}: PSI per period")
-        over_time.legend(fontsize=7)
-        labels = bin_labels(feature)
-        latest = report.shares[name][rows[-1]["period_start"]] if rows else [0.0] * len(labels)
-        positions = range(len(labels))
-        shares.bar([p - 0.2 for p in positions], feature["shares"], width=0.4, label="reference")
-        shares.bar([p + 0.2 for p in positions], latest, width=0.4, label="latest period")
-        shares.set_xticks(list(positions), labels, rotation=45, ha="right", fontsize=6)
-        shares.set_title(f"{name}: share per bin")
-        shares.legend(fontsize=7)
-        figure.tight_layout()
         out = io.StringIO()
-        figure.savefig(out, format="svg", metadata={"Creator": None, "Date": None, "Format": None, "Type": None})
+        # no metadata block: it would only add namespace URLs to a page that must stand alone
+        feature_chart(report, feature, name).savefig(out, format="svg", metadata={
+            "Creator": None, "Date": None, "Format": None, "Type": None})
         svg = out.getvalue()
         charts.append(f"<section><h2>{html.escape(name)}</h2>{svg[svg.index('<svg'):]}</section>")
     return ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>" + html.escape(title) + "</title>"
