@@ -1,7 +1,8 @@
-"""The ``deploykit`` command line: deploy, score, status, list, rollback, delete, reconcile, serve, targets.
+"""The ``deploykit`` command line: deploy, score, status, drift, snippet, list, rollback, delete, reconcile, serve, targets.
 
 Exit codes: 0 success, 1 a deploykit failure (the message says what and how to fix it),
-2 bad usage. ``--json`` prints one JSON object on stdout, also for every failure
+2 bad usage (and ``drift`` with nothing to compare), 3 ``drift`` found a significant shift.
+``--json`` prints one JSON object on stdout, also for every failure
 (``{"error": ..., "type": ...}``): a DeployKitError, a usage error, and an unexpected exception
 (a bug; its traceback goes to stderr only with ``DEPLOYKIT_DEBUG=1``), so a CI step can act on it.
 """
@@ -133,20 +134,38 @@ def cli() -> None:
 @click.option("--trust", "trust", multiple=True, metavar="TYPE",
               help="A type a skops model file may hold that skops does not trust by default (repeatable); "
                    "the error for an untrusted file lists them.")
+@click.option("--reference", type=click.Path(dir_okay=False), default=None,
+              help="Training data (CSV or Parquet): store its per-feature profile for 'deploykit drift'.")
 @_state_options
 @_json_option
 @_handle
 def deploy(model: str, target: str, name: str | None, schema: str | None, timeout: float, force: bool,
-           trust: tuple[str, ...], credentials: str | None, metadata: str | None, as_json: bool) -> None:
+           trust: tuple[str, ...], reference: str | None, credentials: str | None, metadata: str | None,
+           as_json: bool) -> None:
     """Deploy MODEL (a joblib/pickle or skops file, an MLflow model dir or models:/NAME@ALIAS): create, update, or no-op.
 
     Loading a joblib/pickle file runs code it names: deploy only files you trust, or skops files."""
     from deploykit.lifecycle import deploy as run
 
+    frame = None
+    if reference is not None:  # read before deploying, so a bad file fails before anything changes
+        from deploykit.drift import read_reference
+
+        frame = read_reference(reference)
     dep = run(model, target=target, name=name, credentials=credentials, metadata=metadata, schema=schema,
               timeout=timeout, force=force, trusted_types=trust)
     if sys.stderr.isatty():
         sys.stderr.write("\r\033[K")
+    if frame is not None:
+        from deploykit.drift import save_profile
+        from deploykit.errors import DriftError
+        from deploykit.metadata import DEFAULT_PATH, MetadataStore
+
+        try:
+            save_profile(MetadataStore(metadata or DEFAULT_PATH).state_dir, dep.name, frame, dep.columns)
+        except DriftError as exc:
+            raise DriftError(f"{dep.name} revision {dep.revision} is deployed, but its reference profile was not "
+                             f"stored: {exc}") from None
     _emit(dep.summary(), as_json, lambda: _describe(dep))
 
 
@@ -221,6 +240,9 @@ def status(name: str, target: str | None, credentials: str | None, metadata: str
     pending = store.pending(dep.name, dep.target)
     notes = store.reconciliations(dep.name, dep.target)
     latest = notes[-1].to_dict() if notes else dep.reconciled
+    from deploykit.monitoring import drift_status
+
+    live, drifted = _live(dep, credentials, store.state_dir), drift_status(store.state_dir, dep.name)
 
     def human() -> None:
         _describe(dep)
@@ -230,10 +252,103 @@ def status(name: str, target: str | None, credentials: str | None, metadata: str
             click.echo(f"  {op.describe()}")
         if notes:
             click.echo(f"  {notes[-1].describe()}")
+        if live:
+            click.echo(f"  live (since the server started): {live['requests']} scoring requests, {live['rejected']} "
+                       f"rejected (4xx), {live['errors']} errors (5xx), p50 {live['p50_ms']} ms, p99 {live['p99_ms']} ms")
+        if drifted:
+            shifted = f" ({', '.join(drifted['significant'])})" if drifted["significant"] else ""
+            click.echo(f"  drift: {drifted['status']}{shifted}, PSI average {drifted['psi_average']} "
+                       f"over {drifted['n']} logged rows")
 
-    _emit({**dep.summary(), "pending": [op.summary() for op in pending], "reconciled": latest}, as_json, human)
+    _emit({**dep.summary(), "pending": [op.summary() for op in pending], "reconciled": latest, "live": live,
+           "drift": drifted}, as_json, human)
     if dep.status != "ready":
         sys.exit(1)
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--since", default=None, help="Only inputs logged from this date or time (ISO 8601, UTC).")
+@click.option("--period", type=click.Choice(["day", "week", "month"]), default=None,
+              help="PSI per period [default: one period over every logged row].")
+@click.option("--html", "html_file", type=click.Path(dir_okay=False), default=None,
+              help="Write a self-contained HTML report (a table, a chart per feature) to this file.")
+@click.option("--inputs", type=click.Path(file_okay=False), default=None,
+              help="Folder of the logged inputs [default: .deploykit/input-logs/NAME].")
+@click.option("--min-rows", type=int, default=100, show_default=True,
+              help="Periods with fewer rows are 'insufficient data'.")
+@click.option("--moderate", type=float, default=0.1, show_default=True, help="PSI from which a shift is moderate.")
+@click.option("--significant", type=float, default=0.25, show_default=True,
+              help="PSI from which a shift is significant (exit code 3).")
+@click.option("--metadata", type=click.Path(dir_okay=False), default=None, help="State file [default: ./metadata.yaml].")
+@_json_option
+@_handle
+def drift(name: str, since: str | None, period: str | None, html_file: str | None, inputs: str | None,
+          min_rows: int, moderate: float, significant: float, metadata: str | None, as_json: bool) -> None:
+    """PSI of NAME's logged inputs against its reference profile, per feature (and period).
+
+    Exit codes: 0 no significant shift, 3 a feature shifted significantly in the latest period,
+    2 nothing to compare (no profile: redeploy with --reference; no logged inputs: set local.log_inputs)."""
+    from pathlib import Path
+
+    from deploykit import drift as psi
+    from deploykit.errors import DriftError
+    from deploykit.metadata import DEFAULT_PATH, MetadataStore
+
+    state_dir = MetadataStore(metadata or DEFAULT_PATH).state_dir
+    try:
+        profile = psi.load_profile(state_dir, name)
+        logged = psi.read_logged_inputs(Path(inputs) if inputs else psi.inputs_dir(state_dir, name), since)
+        report = psi.compute(profile, logged, period, min_rows, moderate, significant)
+    except DriftError as exc:
+        _fail(str(exc), type(exc).__name__, as_json, code=2)
+    if html_file:
+        Path(html_file).write_text(psi.html_report(report, profile, f"deploykit drift: {name}"), encoding="utf-8")
+
+    def human() -> None:
+        for row in report.rows:
+            label = "PSI average" if row["feature"] == psi.AVERAGE else row["feature"]
+            click.echo(f"{row['period_start'][:19]}  {label:<24} {row['psi']:>8.4f}  {row['status']}  (n={row['n']})")
+        if html_file:
+            click.echo(f"report written to {html_file}")
+
+    _emit(report.to_dict(), as_json, human)
+    if report.significant:
+        sys.exit(3)
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--lang", "-l", type=click.Choice(["curl", "python", "js", "http"]), default="curl", show_default=True,
+              help="Language of the client code.")
+@click.option("--async", "asynchronous", is_flag=True, help="Submit a file as an async job (no target has jobs yet).")
+@_target_option
+@click.option("--metadata", type=click.Path(dir_okay=False), default=None, help="State file [default: ./metadata.yaml].")
+@_handle
+def snippet(name: str, lang: str, asynchronous: bool, target: str | None, metadata: str | None) -> None:
+    """Print client code that scores NAME's example row: its real URL and protocol, the token from $DEPLOYKIT_TOKEN."""
+    from deploykit import snippets
+    from deploykit.metadata import DEFAULT_PATH, MetadataStore
+
+    store = MetadataStore(metadata or DEFAULT_PATH)
+    dep = store.read().get(name, target)
+    click.echo(snippets.snippet(dep, lang, snippets.example_row(dep, store.state_dir), asynchronous=asynchronous),
+               nl=False)
+
+
+def _live(dep: Any, credentials: str | None, state_dir: Any) -> dict[str, Any] | None:
+    """The local server's live figures from its /metrics, or None when they cannot be had (another
+    target, metrics off, not serving)."""
+    if dep.target != "local" or not dep.url or dep.status != "ready":
+        return None
+    from deploykit.lifecycle import open_target
+    from deploykit.monitoring import live_figures
+
+    try:
+        settings = open_target("local", credentials, state_dir, secrets_optional=True).settings
+        return live_figures(dep.url, getattr(settings, "token_value", None), getattr(settings, "client_verify", True))
+    except (OSError, ValueError, DeployKitError):
+        return None
 
 
 @cli.command(name="list")

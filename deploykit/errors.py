@@ -18,8 +18,10 @@
     ├── PayloadError             a scoring payload could not be decoded or encoded
     │   └── SchemaError              the payload does not fit the model's input schema
     ├── ScoringError             the endpoint answered a scoring request with an error
-    └── BatchError               a batch run cannot start or finish: input missing, output folder
-                                 in use, engine unknown or unavailable, cluster unreachable
+    ├── BatchError               a batch run cannot start or finish: input missing, output folder
+    │                            in use, engine unknown or unavailable, cluster unreachable
+    └── DriftError               drift cannot be computed: no reference profile, no logged inputs,
+                                 a reference file without the schema's columns
 
 Every message names the thing that failed, the value seen, and the fix.
 """
@@ -38,6 +40,7 @@ __all__ = [
     "DeployKitError",
     "DeploymentError",
     "DeploymentTimeout",
+    "DriftError",
     "FileWriteError",
     "InvalidNameError",
     "MetadataError",
@@ -184,3 +187,7 @@ class ScoringError(DeployKitError):
 
 class BatchError(DeployKitError):
     """A batch run cannot start or finish: its input, output folder, engine or cluster is wrong."""
+
+
+class DriftError(DeployKitError):
+    """Drift cannot be computed: the reference profile or the logged inputs are missing or unusable."""

@@ -76,7 +76,10 @@ def main() -> None:
 
     schema = Schema.from_frame(X)
     out.with_name(out.name.split(".")[0] + ".schema.json").write_text(json.dumps(schema.to_dict(), indent=2) + "\n")
-    print(f"trained on {len(X)} rows, saved {out} and its schema")
+    # the training sample, for 'deploykit deploy ... --reference' (the drift reference profile)
+    sample = out.with_name(out.name.split(".")[0] + ".train.csv")
+    X.to_csv(sample, index=False)
+    print(f"trained on {len(X)} rows, saved {out}, its schema and its training sample {sample.name}")
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
@@ -49,12 +50,24 @@ class ServerConfig:
     batch_wait_ms: float = _default("batch_wait_ms")
     max_batch_rows: int = _default("max_batch_rows")
     protect_docs: bool = True
+    metrics: bool = True
+    protect_metrics: bool = True
+    inputs_dir: str | None = None
+    inputs_max_bytes: int = _default("log_inputs_max_bytes")
+    metrics_dir: str | None = None  # set by the server with workers > 1: every process's metrics add up
 
     @classmethod
-    def from_settings(cls, settings: LocalSettings, name: str = "model", revision: int = 1) -> ServerConfig:
-        """The app's part of ``settings``."""
+    def from_settings(cls, settings: LocalSettings, name: str = "model", revision: int = 1,
+                      state_dir: str | None = None) -> ServerConfig:
+        """The app's part of ``settings``; logged inputs go to ``local.log_inputs_dir``, else
+        ``<state_dir>/input-logs/<name>`` (``state_dir``: the project's ``.deploykit``, default ``./.deploykit``)."""
+        inputs = None
+        if settings.log_inputs:
+            inputs = settings.log_inputs_dir or str(Path(state_dir or ".deploykit") / "input-logs" / name)
         return cls(name, revision, settings.token_value, settings.max_body_bytes, settings.allow_extra_columns,
-                   settings.batch_wait_ms, settings.max_batch_rows, settings.protect_docs is not False)
+                   settings.batch_wait_ms, settings.max_batch_rows, settings.protect_docs is not False,
+                   settings.metrics, settings.protect_metrics is not False,
+                   inputs, settings.log_inputs_max_bytes)
 
 
 def create_app(artifact: Artifact, config: ServerConfig | None = None) -> FastAPI:
@@ -80,6 +93,7 @@ def create_app(artifact: Artifact, config: ServerConfig | None = None) -> FastAP
     app.state.batcher = ctx.batcher
     app.state.scorer = ctx.scorer
     routes.mount(app, ctx)
+    _watch(app, ctx)
     spec = openapi.document(app, ctx.schema, ctx)
     app.openapi = lambda: spec  # type: ignore[method-assign]
     if config.token and config.protect_docs:
@@ -107,6 +121,36 @@ class _DocsAuth:
                               extra=[(b"www-authenticate", b"Bearer")])
                 return
         await self.app(scope, receive, send)
+
+
+def _watch(app: FastAPI, ctx: RouteContext) -> None:
+    """Metrics (``metrics``) and logged inputs (``inputlog``), as the config asks; both observe each
+    scored request after it was scored, on its way out."""
+    config = ctx.config
+    metrics = None
+    if config.metrics:
+        from deploykit_plugins.local.metrics import install
+
+        metrics = install(app, ctx, protect=bool(config.token) and config.protect_metrics)
+    inputs = None
+    if config.inputs_dir:
+        from deploykit_plugins.local.inputlog import InputLog
+
+        inputs = InputLog(Path(config.inputs_dir), config.revision, config.inputs_max_bytes, metrics)
+    app.state.metrics, app.state.input_log = metrics, inputs
+    if metrics is None and inputs is None:
+        return
+    score = ctx.score
+
+    async def watched(columns: dict[str, Any], rows: int, want_proba: bool, client: Any = None) -> Any:
+        preds = await score(columns, rows, want_proba, client)
+        if metrics is not None:
+            metrics.observe_predictions(preds)
+        if inputs is not None:
+            inputs.record(columns, rows, preds)
+        return preds
+
+    ctx.score = watched  # type: ignore[method-assign]
 
 
 def _warm_up(ctx: RouteContext) -> None:

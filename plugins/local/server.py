@@ -57,10 +57,15 @@ def serve(artifact: Any, config: Any, sockets: list[socket.socket], *, certfile:
     from deploykit_plugins.local.app import create_app
     from deploykit_plugins.local.handover import PublicPort
 
+    extra = max(0, workers - 1) if len(sockets) >= 2 and hasattr(os, "fork") else 0
+    metrics_dir = None
+    if extra and getattr(config, "metrics", False) and getattr(config, "metrics_dir", None) is None:
+        import tempfile
+
+        metrics_dir = config.metrics_dir = tempfile.mkdtemp(prefix="deploykit-metrics-")  # fresh: no stale counts
     app = create_app(artifact, config)
     gc.collect()
     gc.freeze()  # the model and app are long-lived: keep them out of every later GC pass
-    extra = max(0, workers - 1) if len(sockets) >= 2 and hasattr(os, "fork") else 0
     pids: list[int] = []
     ready_r = -1
     channels: list[socket.socket] = []
@@ -100,6 +105,10 @@ def serve(artifact: Any, config: Any, sockets: list[socket.socket], *, certfile:
             port[0].close()
         if pids:
             stop(pids)
+        if metrics_dir is not None:
+            import shutil
+
+            shutil.rmtree(metrics_dir, ignore_errors=True)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 
@@ -211,7 +220,8 @@ def main(argv: list[str] | None = None) -> int:
               "choose another port (local.port) or stop what uses it", file=sys.stderr, flush=True)
         return 3
     health = bind("127.0.0.1", 0)
-    config = ServerConfig.from_settings(settings, doc.name, doc.revision)
+    config = ServerConfig.from_settings(settings, doc.name, doc.revision,
+                                        str(Path(doc.log_file).parent.parent) if doc.log_file else None)
     public_state: dict[str, Any] = {} if waiting else {"joined": True, "port": first.getsockname()[1]}
     started_flag: list[bool] = []
 

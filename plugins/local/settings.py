@@ -41,6 +41,16 @@ class LocalSettings(TargetSettings):
                                                                "of answering 422 (default: the schema's own setting)")
     protect_docs: bool | None = Field(None, description="require the token on /docs, /redoc and /openapi.json too "
                                                         "(default: yes when a token is set)")
+    metrics: bool = Field(True, description="serve Prometheus metrics on GET /metrics")
+    protect_metrics: bool | None = Field(None, description="require the token on /metrics too "
+                                                           "(default: yes when a token is set)")
+    log_inputs: bool = Field(False, description="log every scored row (features, prediction, time) to Parquet "
+                                                "files under .deploykit/input-logs/<name>/ for 'deploykit drift'; "
+                                                "they may hold personal data")
+    log_inputs_dir: str | None = Field(None, description="folder of the logged inputs "
+                                                         "[default: .deploykit/input-logs/<name>]")
+    log_inputs_max_bytes: int = Field(256 * 1024 * 1024, ge=4096, description="size at which the oldest logged "
+                                                                              "input files are removed")
     log_max_bytes: int = Field(10 * 1024 * 1024, ge=4096, description="size at which a server log is rotated")
     log_backups: int = Field(3, ge=0, le=100, description="rotated server logs kept (name.log.1, ...)")
     keep_revisions: int = Field(5, ge=1, description="revisions whose kept model files stay in the artifact store "

@@ -34,6 +34,10 @@ def _die_with_parent(parent: int) -> None:
         os._exit(0)
 
 
+def _leave(signum: int, frame: Any) -> None:
+    raise SystemExit(0)
+
+
 def fork_workers(app: Any, public: socket.socket, health: socket.socket, count: int,
                  certfile: str | None, keyfile: str | None,
                  wait: bool = False) -> tuple[list[int], int, list[socket.socket]]:
@@ -51,6 +55,10 @@ def fork_workers(app: Any, public: socket.socket, health: socket.socket, count: 
         if pid == 0:  # the worker
             code = 0
             try:
+                # uvicorn re-raises the stopping signal after its graceful shutdown: leave through
+                # ``finally`` (flushing the logged inputs) rather than die by the default action
+                for stopping in (signal.SIGTERM, signal.SIGINT):
+                    signal.signal(stopping, _leave)
                 _die_with_parent(parent)
                 os.close(ready_r)
                 for inherited in (public, health, *channels):
@@ -75,6 +83,9 @@ def fork_workers(app: Any, public: socket.socket, health: socket.socket, count: 
                     print(f"deploykit server: worker {os.getpid()} failed: {exc!r}", file=sys.stderr, flush=True)
                     code = 1
             finally:
+                inputs = getattr(app.state, "input_log", None)
+                if inputs is not None:  # os._exit skips atexit: flush this worker's logged inputs first
+                    inputs.close()
                 sys.stderr.flush()
                 os._exit(code)
         pids.append(pid)
