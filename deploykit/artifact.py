@@ -30,6 +30,9 @@ from typing import TYPE_CHECKING, Any
 from deploykit.errors import ArtifactError
 from deploykit.schema import Column, Schema
 
+if TYPE_CHECKING:
+    from deploykit.bundle import Script
+
 __all__ = ["Artifact", "is_skops_file", "load_artifact", "sha256_of", "skops_trusted_types", "skops_untrusted_types"]
 
 _LOADERS_HINT = ("a joblib/pickle file of a fitted model (e.g. model.joblib), a skops file (model.skops) "
@@ -105,7 +108,10 @@ class Artifact:
 
     @property
     def name(self) -> str:
-        """A default deployment name: the file name without its suffix (``bank-model.joblib`` -> ``bank-model``)."""
+        """A default deployment name: the file name without its suffix (``bank-model.joblib`` -> ``bank-model``);
+        a bundle's ``name``, else its script's file name (``app.py:score`` -> ``app``)."""
+        if self.flavor == "script" and self.extra.get("bundle_name"):
+            return str(self.extra["bundle_name"])
         return self.path.name.split(".")[0] if self.path.is_file() else self.path.name
 
     @property
@@ -305,11 +311,12 @@ def _walk_transformers(est: Any, types: dict[str, str], example: dict[str, Any])
                 example[col] = round(float(means[i]), 3)
 
 
-def load_artifact(source: str | Path, schema: str | Path | Schema | None = None,
+def load_artifact(source: str | Path | Script, schema: str | Path | Schema | None = None,
                   credentials: str | Path | None = None, *, defer: bool = False,
                   trusted_types: Iterable[str] = ()) -> Artifact:
-    """Load a model file (joblib/pickle or skops), or any source a plugin loads (an MLflow model
-    directory, ``models:/NAME@ALIAS``...), and gather its facts.
+    """Load a model file (joblib/pickle or skops), a scoring-script bundle (``app.py:score`` or a
+    folder with a ``deploykit.yaml``: see ``deploykit.bundle``), or any source a plugin loads (an
+    MLflow model directory, ``models:/NAME@ALIAS``...), and gather its facts.
 
     Plugins answer through the ``deploykit_load_artifact`` hook (first answer wins); a path no
     plugin claims is read as a model file. Loading a joblib/pickle file runs code the file names;
@@ -326,6 +333,10 @@ def load_artifact(source: str | Path, schema: str | Path | Schema | None = None,
     from deploykit.plugins import get_plugin_manager
 
     text = str(source)
+    from deploykit.bundle import Script, is_bundle, load_bundle
+
+    if isinstance(source, Script) or is_bundle(source):
+        return load_bundle(source)
     answer = get_plugin_manager().hook.deploykit_load_artifact(source=text, schema=schema, credentials=credentials)
     if answer is not None:
         return answer  # type: ignore[no-any-return]
