@@ -103,7 +103,7 @@ def _common(project: Project) -> list[Any]:
 
 def _servers(project: Project) -> dict[int, list[str]]:
     """Live local server processes of the deployment, by their run file on the command line."""
-    return processes(SERVER_MODULE, f"{project.dir.name}/.deploykit/run/{NAME}-r")
+    return processes(SERVER_MODULE, f"{project.dir}/.deploykit/run/{NAME}-r")
 
 
 def _remember_ports(lane: Lane) -> None:
