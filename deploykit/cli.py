@@ -280,25 +280,38 @@ def status(name: str, target: str | None, credentials: str | None, metadata: str
 @click.option("--moderate", type=float, default=0.1, show_default=True, help="PSI from which a shift is moderate.")
 @click.option("--significant", type=float, default=0.25, show_default=True,
               help="PSI from which a shift is significant (exit code 3).")
+@_target_option
+@click.option("--credentials", "-c", type=click.Path(dir_okay=False), default=None,
+              help="Credentials file, for a target whose platform keeps the log (SageMaker's data capture).")
 @click.option("--metadata", type=click.Path(dir_okay=False), default=None, help="State file [default: ./metadata.yaml].")
 @_json_option
 @_handle
 def drift(name: str, since: str | None, period: str | None, html_file: str | None, inputs: str | None,
-          min_rows: int, moderate: float, significant: float, metadata: str | None, as_json: bool) -> None:
+          min_rows: int, moderate: float, significant: float, target: str | None, credentials: str | None,
+          metadata: str | None, as_json: bool) -> None:
     """PSI of NAME's logged inputs against its reference profile, per feature (and period).
 
     Exit codes: 0 no significant shift, 3 a feature shifted significantly in the latest period,
-    2 nothing to compare (no profile: redeploy with --reference; no logged inputs: set local.log_inputs)."""
+    2 nothing to compare (no profile: redeploy with --reference; no logged inputs: set local.log_inputs).
+    The logged inputs are the local server's (``.deploykit/input-logs/NAME``, or --inputs), or the
+    platform's own log where the target keeps one (SageMaker's data capture in S3)."""
     from pathlib import Path
 
     from deploykit import drift as psi
     from deploykit.errors import DriftError
     from deploykit.metadata import DEFAULT_PATH, MetadataStore
 
-    state_dir = MetadataStore(metadata or DEFAULT_PATH).state_dir
+    store = MetadataStore(metadata or DEFAULT_PATH)
+    state_dir = store.state_dir
     try:
         profile = psi.load_profile(state_dir, name)
-        logged = psi.read_logged_inputs(Path(inputs) if inputs else psi.inputs_dir(state_dir, name), since)
+        logged = None
+        if inputs is None and store.read().find(name, target) is not None:
+            from deploykit.lifecycle import logged_inputs
+
+            logged = logged_inputs(name, target=target, credentials=credentials, metadata=store.path, since=since)
+        if logged is None:
+            logged = psi.read_logged_inputs(Path(inputs) if inputs else psi.inputs_dir(state_dir, name), since)
         report = psi.compute(profile, logged, period, min_rows, moderate, significant)
     except DriftError as exc:
         _fail(str(exc), type(exc).__name__, as_json, code=2)

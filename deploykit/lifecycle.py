@@ -40,6 +40,8 @@ from deploykit.errors import (
 from deploykit.faults import crash_point
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from deploykit.artifact import Artifact
     from deploykit.metadata import MetadataStore, State
     from deploykit.operations import PendingOperation, ReconcileReport, Reconciliation
@@ -47,8 +49,8 @@ if TYPE_CHECKING:
     from deploykit.schema import Schema
     from deploykit.target import Target, TargetContext
 
-__all__ = ["DEFAULT_TIMEOUT", "delete", "deploy", "list_deployments", "open_deployment", "open_target", "reconcile",
-           "rollback", "save_ids", "score", "status"]
+__all__ = ["DEFAULT_TIMEOUT", "delete", "deploy", "list_deployments", "logged_inputs", "open_deployment", "open_target",
+           "reconcile", "rollback", "save_ids", "score", "status"]
 
 DEFAULT_TIMEOUT = 600.0
 PathLike = str | Path
@@ -663,6 +665,21 @@ def status(name: str, *, target: str | None = None, credentials: PathLike | None
     current = store.read().get(name, target)
     tgt, _ = _open(current.target, credentials, store, DEFAULT_TIMEOUT, None, secrets_optional=True)
     return tgt.get(current)
+
+
+def logged_inputs(name: str, *, target: str | None = None, credentials: PathLike | None = None,
+                  metadata: PathLike | None = None, since: Any = None) -> pd.DataFrame | None:
+    """The inputs the deployment's own platform logged (SageMaker's data capture), one row per
+    scored row with ``__time``; None when its target keeps no such log (the local server's
+    logged inputs are files under ``.deploykit/input-logs/NAME``: ``deploykit.drift.read_logged_inputs``)."""
+    from deploykit.plugins import get_registry
+
+    store = _store(metadata)
+    current = store.read().get(name, target)
+    if not hasattr(get_registry().info(current.target).load(), "logged_inputs"):
+        return None  # its credentials are not needed, nor checked
+    tgt, _ = _open(current.target, credentials, store, DEFAULT_TIMEOUT, None, secrets_optional=True)
+    return tgt.logged_inputs(current, since)  # type: ignore[attr-defined]
 
 
 def list_deployments(metadata: PathLike | None = None) -> list[Deployment]:

@@ -41,6 +41,7 @@ from deploykit.deployment import Deployment
 from deploykit.errors import DeployKitError, DeploymentError, PayloadError, ScoringError
 from deploykit.faults import crash_point
 from deploykit.target import TargetContext, wait_until
+from deploykit_plugins.sagemaker.capture import CONTENT_TYPES
 from deploykit_plugins.sagemaker.images import image_uri as table_image_uri
 from deploykit_plugins.sagemaker.session import AwsSession
 from deploykit_plugins.sagemaker.settings import SageMakerSettings
@@ -146,7 +147,8 @@ class SageMakerTarget:
             return None
         out: dict[str, Any] = {"EnableCapture": True, "InitialSamplingPercentage": capture.sampling_percentage,
                                "DestinationS3Uri": capture.destination,
-                               "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}]}
+                               "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}],
+                               "CaptureContentTypeHeader": CONTENT_TYPES}
         if capture.kms_key_id:
             out["KmsKeyId"] = capture.kms_key_id
         return out
@@ -648,6 +650,24 @@ class SageMakerTarget:
         self.context.progress(f"switching endpoint {name!r} back to config {config}")
         self._update_endpoint(name, config)
         self._settled_endpoint(name)
+
+    # -- logged inputs -----------------------------------------------------------------------
+    def logged_inputs(self, deployment: Deployment, since: Any = None) -> pd.DataFrame:
+        """The requests SageMaker's data capture wrote to S3 for the endpoint, one row per scored row
+        with ``__time`` (for ``deploykit drift``); DriftError saying how to turn capture on when it is off."""
+        from deploykit.errors import DriftError
+        from deploykit_plugins.sagemaker.capture import read_capture
+
+        name = str(deployment.ids.get("endpoint_name") or deployment.name)
+        endpoint = self._describe_endpoint(name)
+        config = (endpoint or {}).get("DataCaptureConfig") or {}
+        destination = config.get("DestinationS3Uri")
+        if not destination:
+            raise DriftError(f"endpoint {name!r} has no data capture, so it logged no inputs; turn it on with "
+                             "'data_capture: {destination: s3://BUCKET/capture}' in the sagemaker: section of "
+                             "credentials.yaml, deploy again (--force), and score some requests")
+        return read_capture(self.aws.client("s3"), str(destination), name, VARIANT, since=since,
+                            columns=deployment.columns or None)
 
     # -- BatchScorer -----------------------------------------------------------------------
     def score_batch(self, deployment: Deployment, frame: pd.DataFrame, timeout: float) -> Predictions:

@@ -40,11 +40,13 @@ empties everything.
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import http.client
 import io
 import json
 import os
+import random
 import re
 import shutil
 import signal
@@ -617,6 +619,8 @@ class SageMakerEmulator:
         else:
             status, answer, out_type = fleet.invoke(body, ctype, accept)
             if status == 200:
+                if endpoint.capture and endpoint.capture.get("EnableCapture", True):
+                    self._capture(endpoint, body, ctype, answer, out_type)
                 return 200, answer, {"Content-Type": out_type, "x-Amzn-Invoked-Production-Variant": endpoint.variant}
         kind = "client" if status < 500 else "server"
         text = answer.decode(errors="replace")
@@ -625,6 +629,34 @@ class SageMakerEmulator:
                        f"group=/aws/sagemaker/Endpoints/{name} in account {ACCOUNT} for more information.",
                        OriginalStatusCode=status, OriginalMessage=text, ErrorCode=f"{kind.upper()}_ERROR_FROM_MODEL",
                        LogStreamArn=f"arn:aws:logs:{region}:{ACCOUNT}:log-group:/aws/sagemaker/Endpoints/{name}")
+
+    def _capture(self, endpoint: Endpoint, body: bytes, ctype: str, answer: bytes, out_type: str) -> None:
+        """Data capture as SageMaker writes it: a sampled request (and answer) as one JSON Lines object
+        under ``{destination}/{endpoint}/{variant}/yyyy/mm/dd/hh/``; the content types the config lists
+        in CaptureContentTypeHeader as text (``JSON``/``CSV``), anything else base64."""
+        config = endpoint.capture or {}
+        if random.uniform(0, 100) >= float(config.get("InitialSamplingPercentage", 100)):
+            return
+        header = config.get("CaptureContentTypeHeader") or {}
+
+        def captured(data: bytes, kind: str, mode: str) -> dict[str, Any]:
+            base = kind.split(";")[0].strip()
+            encoding = "JSON" if base in header.get("JsonContentTypes", []) else \
+                "CSV" if base in header.get("CsvContentTypes", []) else "BASE64"
+            text = base64.b64encode(data).decode() if encoding == "BASE64" else data.decode("utf-8", "replace")
+            return {"observedContentType": kind, "mode": mode, "data": text, "encoding": encoding}
+
+        modes = {str(o.get("CaptureMode")) for o in config.get("CaptureOptions") or [{"CaptureMode": "Input"}]}
+        record: dict[str, Any] = {"captureData": {}, "eventVersion": "0", "eventMetadata": {
+            "eventId": str(uuid.uuid4()), "inferenceTime": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}}
+        if "Input" in modes:
+            record["captureData"]["endpointInput"] = captured(body, ctype, "INPUT")
+        if "Output" in modes:
+            record["captureData"]["endpointOutput"] = captured(answer, out_type, "OUTPUT")
+        bucket, _, prefix = str(config.get("DestinationS3Uri", "")).removeprefix("s3://").partition("/")
+        key = "/".join(p for p in (prefix.strip("/"), endpoint.name, endpoint.variant,
+                                   time.strftime("%Y/%m/%d/%H", time.gmtime()), f"{uuid.uuid4()}.jsonl") if p)
+        self.moto("s3", endpoint.region).put_object(Bucket=bucket, Key=key, Body=json.dumps(record).encode() + b"\n")
 
     def invoke_async(self, region: str, name: str, headers: Any) -> tuple[int, bytes, dict[str, str]]:
         """``POST /endpoints/{name}/async-invocations``: 202 at once; the answer is written to S3 later."""

@@ -71,7 +71,7 @@ def _serve(bank_model: Path, folder: Path, port: int, workers: int) -> subproces
                              str(bank_model.with_name("bank-model.schema.json")), "--port", str(port),
                              "--workers", str(workers), "--log-inputs", "--log-inputs-dir", str(folder),
                              "--batch-wait-ms", "0"], stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 180  # a start-up bound, not a timing check: two workers load the model on a busy machine
     while time.monotonic() < deadline:
         try:
             if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
