@@ -265,3 +265,90 @@ def test_async_scripts_are_refused_by_name(cpd_project: WatsonProject) -> None:
     with pytest.raises(DeploymentError, match=r"async scoring script.*--target local.*--async"):
         deploykit.deploy(folder, target="watsonml")
     assert all(not found for found in left_on_watson(cpd_project.emulator).values())
+
+
+# -- crash safety: what an interrupted deploy of a bundle left is adopted or removed ------------------
+class Killed(BaseException):
+    """Stands for SIGKILL at a crash point: nothing after it runs, not even ``except Exception``."""
+
+
+def _die() -> None:
+    raise Killed()
+
+
+def _target(project: WatsonProject, op: Any = None, drop: tuple[str, ...] = ()) -> Any:
+    from deploykit.lifecycle import open_target
+
+    target = open_target("watsonml", project.credentials, project.dir / ".deploykit")
+    if op is not None:
+        target.context.note = lambda **ids: op.ids.update({k: v for k, v in ids.items() if k not in drop})
+    return target
+
+
+BUNDLE_STEPS = ["package-stored", "spec-stored", "model-stored", "revision-created", "deployment-created"]
+LOST = ("package_extension_uid", "software_spec_uid", "model_uid", "model_rev", "deployment_uid")
+
+
+@pytest.mark.parametrize("step", BUNDLE_STEPS)
+@pytest.mark.parametrize("drop", [(), LOST], ids=["noted", "ids-lost"])
+def test_killed_create_of_a_bundle_is_removed(cpd_project: WatsonProject, monkeypatch: pytest.MonkeyPatch,
+                                              step: str, drop: tuple[str, ...]) -> None:
+    import deploykit.faults as faults
+    from deploykit.artifact import load_artifact
+    from deploykit.operations import PendingOperation
+
+    emu = cpd_project.emulator
+    emu.ready_after_polls = 10_000  # still initializing when reconciled: not complete, so removed
+    artifact = load_artifact(write_bundle(cpd_project.dir / "bundle", RAISES, name="killed"))
+    op = PendingOperation("killed", "watsonml", "create", 1, planned={"model_sha256": artifact.sha256})
+    monkeypatch.setattr(faults, "_die", _die)
+    monkeypatch.setenv(faults.CRASH_AT_ENV, f"create:{step}")
+    with pytest.raises(Killed):
+        _target(cpd_project, op, drop).deploy(artifact, "killed")
+    assert emu.package_extensions, "the kill came after the package extension was stored"
+    monkeypatch.delenv(faults.CRASH_AT_ENV)
+    assert _target(cpd_project).reconcile(op, None) is None
+    assert all(not found for found in left_on_watson(emu).values()), left_on_watson(emu)
+    assert _target(cpd_project).reconcile(op, None) is None  # idempotent
+
+
+def test_killed_update_of_a_bundle_is_undone_or_adopted(cpd_project: WatsonProject,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    import deploykit.faults as faults
+    from deploykit.artifact import load_artifact
+    from deploykit.operations import PendingOperation
+
+    emu = cpd_project.emulator
+    folder = write_bundle(cpd_project.dir / "bundle", RAISES, {"example.json": '{"x": 1}'}, schema="example.json",
+                          name="killed")
+    current = deploykit.deploy(folder, target="watsonml")
+    (folder / "app.py").write_text(RAISES.replace('{"ok": True}', '{"ok": "v2"}'))
+    monkeypatch.setattr(faults, "_die", _die)
+
+    artifact = load_artifact(folder)
+    op = PendingOperation("killed", "watsonml", "update", 2, planned={"model_sha256": artifact.sha256})
+    monkeypatch.setenv(faults.CRASH_AT_ENV, "update:model-stored")
+    with pytest.raises(Killed):
+        _target(cpd_project, op).update(current, artifact)
+    monkeypatch.delenv(faults.CRASH_AT_ENV)
+    assert len(emu.functions) == 2
+    assert _target(cpd_project).reconcile(op, current) is None  # removed: current keeps serving alone
+    assert set(emu.functions) == {current.ids["model_uid"]}
+    assert set(emu.custom_software_specs) == {current.ids["software_spec_uid"]}
+    assert set(emu.package_extensions) == {current.ids["package_extension_uid"]}
+    assert deploykit.score("killed", [{"x": 1}]).labels == [{"ok": True}]
+
+    op = PendingOperation("killed", "watsonml", "update", 2, planned={"model_sha256": artifact.sha256})
+    monkeypatch.setenv(faults.CRASH_AT_ENV, "update:deployment-patched")
+    with pytest.raises(Killed):
+        _target(cpd_project, op).update(current, artifact)
+    monkeypatch.delenv(faults.CRASH_AT_ENV)
+    loading = emu.deployments[current.ids["deployment_uid"]].loading
+    assert loading is not None and loading.done.wait(120)  # the switch completed while nobody watched
+    adopted = _target(cpd_project).reconcile(op, current)
+    assert adopted is not None and adopted.revision == 2 and adopted.ids["asset_kind"] == "function"
+    assert adopted.ids["software_spec_uid"] in emu.custom_software_specs
+    assert adopted.ids["package_extension_uid"] in emu.package_extensions
+    adopted.history = [current.snapshot()]
+    _target(cpd_project).delete(adopted)
+    assert all(not found for found in left_on_watson(emu).values()), left_on_watson(emu)
