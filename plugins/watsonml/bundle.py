@@ -13,15 +13,18 @@ One revision of a bundle is three things on Watson, all tagged or named after th
    :func:`~deploykit_plugins.watsonml.deployable.deploykit_bundle_function` with the package
    name and entrypoints as its (primitive) default arguments.
 
-The online deployment serves the function; an update stores a new triple and patches the
-deployment's asset to it (same id and URL), rollback patches it back, delete removes every
-triple of the record and its history. The record keeps the function's id and revision as
-``model_uid``/``model_rev`` (so waits, rollback and status work as for a model), plus
-``asset_kind: function``, ``software_spec_uid``, ``package_extension_uid`` and ``package``.
+An online deployment serves a sync bundle's function; an async bundle's function gets a
+**batch** deployment instead (hardware spec ``watsonml.batch_hardware_spec``), and scoring it
+runs one Watson batch job: the rows are the job's ``input_data``, the function writes them as
+the execution's input file, runs the script and answers its output file's rows. An update
+stores a new triple and patches the deployment's asset to it (same id and URL), rollback
+patches it back, delete removes every triple of the record and its history. The record keeps
+the function's id and revision as ``model_uid``/``model_rev`` (so waits, rollback and status
+work as for a model), plus ``asset_kind: function``, ``bundle_mode``, ``software_spec_uid``,
+``package_extension_uid`` and ``package``.
 
 The env file's values travel only inside the package (the zip is built in a private
 temporary folder, never under ``.deploykit/``); no name, tag, description or record holds them.
-Async bundles are refused: see :func:`refuse_async`.
 """
 
 from __future__ import annotations
@@ -50,16 +53,17 @@ if TYPE_CHECKING:
     from deploykit.payload import Predictions
     from deploykit_plugins.watsonml.target import WatsonTarget
 
-__all__ = ["ASSET_KIND", "BUNDLE_IDS", "DEFAULT_BASE_SPEC", "bundle_files", "decode_answer", "delete_parts",
-           "deploy_bundle", "function_source", "is_function", "package_name", "parts_made_by", "refuse_async",
-           "resource_name", "update_bundle"]
+__all__ = ["ASSET_KIND", "BUNDLE_IDS", "DEFAULT_BASE_SPEC", "adopted_ids", "bundle_files", "decode_answer",
+           "delete_parts", "deploy_bundle", "function_source", "is_async", "is_function", "package_name",
+           "parts_made_by", "refuse_model_over_function", "remove_parts", "resource_name", "score_bundle",
+           "update_bundle"]
 
 #: ``asset_kind`` of a record whose Watson asset is a deployable function.
 ASSET_KIND = "function"
 #: The base software specification a bundle's own one is derived from, unless ``watsonml.software_spec`` says.
 DEFAULT_BASE_SPEC = "runtime-25.1-py3.12"
 #: The record ids a bundle adds to a model's.
-BUNDLE_IDS = ("asset_kind", "software_spec_uid", "package_extension_uid", "package")
+BUNDLE_IDS = ("asset_kind", "bundle_mode", "software_spec_uid", "package_extension_uid", "package")
 _VERSION = "1.0"
 
 
@@ -78,15 +82,9 @@ def resource_name(name: str, revision: int, sha256: str) -> str:
     return f"deploykit-{name}-r{revision}-{sha256[:12]}"
 
 
-def refuse_async(artifact: Artifact) -> None:
-    """Async bundles are not deployed to Watson: say so by name and what to use instead."""
-    if artifact.extra.get("mode") == "async":
-        raise DeploymentError(
-            f"{artifact.path.name} is an async scoring script (score(data_path, model_path)); the watsonml target "
-            "deploys sync scripts only (a Watson batch job of an async script is not supported yet). Deploy it "
-            "with --target local and run it with 'deploykit score NAME file.csv --async', or write a sync "
-            "score(data, base_path) for Watson"
-        )
+def is_async(deployment: Deployment | None) -> bool:
+    """True when the record serves an async bundle (a function on a batch deployment)."""
+    return is_function(deployment) and deployment is not None and deployment.ids.get("bundle_mode") == "async"
 
 
 def function_source(package: str, manifest: dict[str, Any]) -> str:
@@ -97,7 +95,8 @@ def function_source(package: str, manifest: dict[str, Any]) -> str:
     func = tree.body[0]
     assert isinstance(func, ast.FunctionDef)
     defaults = {"package": package, "entrypoint": manifest["entrypoint"], "preprocess": manifest.get("preprocess") or "",
-                "env_file": manifest.get("env") or "", "model_file": manifest.get("model_file") or ""}
+                "env_file": manifest.get("env") or "", "model_file": manifest.get("model_file") or "",
+                "mode": manifest.get("mode") or "sync"}
     func.args.defaults = [ast.Constant(defaults[a.arg]) for a in func.args.args]
     return f"{ast.unparse(func)}\n\n\nscore = {func.name}()\n"
 
@@ -155,7 +154,8 @@ def _store(target: WatsonTarget, name: str, artifact: Artifact, current: Deploym
     label = resource_name(name, target._revision, artifact.sha256)
     package = package_name(name, artifact.sha256)
     made: dict[str, Any] = {"asset_kind": ASSET_KIND, "package": package, "software_spec": base,
-                            "model_type": ASSET_KIND, "space_id": s.space_id}
+                            "model_type": ASSET_KIND, "space_id": s.space_id,
+                            "bundle_mode": artifact.extra.get("mode") or "sync"}
     try:
         with bundle_files(artifact, package) as (archive, code):
             def store_extension(c: Any) -> Any:
@@ -251,13 +251,31 @@ def _record(target: WatsonTarget, name: str, details: dict[str, Any], made: dict
     return record
 
 
+def _create_deployment(target: WatsonTarget, name: str, made: dict[str, Any]) -> dict[str, Any]:
+    """An online deployment of a sync bundle's function, a batch deployment of an async one's."""
+    if made["bundle_mode"] != "async":
+        return target._create_online(name, str(made["model_uid"]), str(made["model_rev"]))
+
+    def create(c: Any) -> dict[str, Any]:
+        names = c.deployments.ConfigurationMetaNames
+        meta = {names.NAME: name, names.BATCH: {}, names.HARDWARE_SPEC: {"name": target.settings.batch_hardware_spec},
+                names.DESCRIPTION: "async scoring script, deployed by deploykit", names.TAGS: target._tags(name)}
+        return c.deployments.create(str(made["model_uid"]), meta, rev_id=str(made["model_rev"]),  # type: ignore[no-any-return]
+                                    background_mode=True)
+
+    details: dict[str, Any] = target.session.call(f"creating batch deployment {name!r}", create, idempotent=False)
+    target.context.note(deployment_uid=details["metadata"]["id"])
+    crash_point(f"{target._action}:deployment-created")
+    return details
+
+
 def deploy_bundle(target: WatsonTarget, artifact: Artifact, name: str) -> Deployment:
-    """``WatsonTarget.deploy`` of a bundle: store its revision, start an online deployment of the function."""
-    refuse_async(artifact)
+    """``WatsonTarget.deploy`` of a bundle: store its revision, start a deployment of the function
+    (online for a sync bundle, batch for an async one)."""
     target._action, target._revision = "create", 1
     made = _store(target, name, artifact, None)
     try:
-        details = target._create_online(name, str(made["model_uid"]), str(made["model_rev"]))
+        details = _create_deployment(target, name, made)
     except DeployKitError as exc:
         _discard(target, name, made, exc, None)
         raise
@@ -266,11 +284,16 @@ def deploy_bundle(target: WatsonTarget, artifact: Artifact, name: str) -> Deploy
 
 def update_bundle(target: WatsonTarget, current: Deployment, artifact: Artifact) -> Deployment:
     """``WatsonTarget.update`` of a bundle: store the next revision and patch the deployment to its function."""
-    refuse_async(artifact)
     if not is_function(current):
         raise DeploymentError(
             f"{current.name!r} serves a model on Watson, and a deployment keeps the kind of asset it was created "
             f"with; deploy the scoring script under another name (--name), or 'deploykit delete {current.name}' first")
+    mode, was = artifact.extra.get("mode") or "sync", current.ids.get("bundle_mode") or "sync"
+    if mode != was:
+        raise DeploymentError(
+            f"{current.name!r} serves a {was} scoring script on Watson (an {'online' if was == 'sync' else 'batch'} "
+            f"deployment), and this one is {mode}; deploy it under another name (--name), or "
+            f"'deploykit delete {current.name}' first")
     target._action, target._revision = "update", max(current.revisions) + 1
     dep_id = target._deployment_id(current)
     made = _store(target, current.name, artifact, current)
@@ -279,7 +302,7 @@ def update_bundle(target: WatsonTarget, current: Deployment, artifact: Artifact)
     try:
         if alive is None:
             target.context.progress(f"deployment {dep_id} no longer exists on Watson; creating a new one")
-            details = target._create_online(current.name, str(made["model_uid"]), str(made["model_rev"]))
+            details = _create_deployment(target, current.name, made)
         else:
             details = target._patch_asset(current.name, dep_id, str(made["model_uid"]), str(made["model_rev"]))
     except DeployKitError as exc:
@@ -303,13 +326,31 @@ def refuse_model_over_function(current: Deployment) -> None:
 # -- delete, reconcile ------------------------------------------------------------------
 def delete_parts(target: WatsonTarget, current: Deployment) -> None:
     """Delete the software specifications and package extensions of the record and its history
-    (after their functions: a specification in use cannot go first)."""
+    (after their functions: a specification in use cannot go first); for a bundle, then sweep
+    what a revision that failed its smoke test left (the automatic rollback drops it from the
+    history): every function tagged with the name, every spec and extension named after it."""
+    records = [current.ids] + [entry.get("ids") or {} for entry in current.history]
     seen: set[tuple[str | None, str | None]] = set()
-    for ids in [current.ids] + [entry.get("ids") or {} for entry in current.history]:
+    for ids in records:
         pair = (ids.get("software_spec_uid"), ids.get("package_extension_uid"))
         if pair != (None, None) and pair not in seen:
             seen.add(pair)
             _delete_spec_and_extension(target, ids)
+    if any(ids.get("asset_kind") == ASSET_KIND for ids in records):
+        _sweep(target, current.name)
+
+
+def _sweep(target: WatsonTarget, name: str) -> None:
+    from deploykit_plugins.watsonml.target import name_tag
+
+    s = target.session
+    for resource in s.tagged("functions", name_tag(name)):
+        target._delete_model_and_its_deployments(str(resource["metadata"]["id"]))
+    pattern = re.compile(rf"^deploykit-{re.escape(name)}-r\d+-[0-9a-f]{{12}}$")
+    for kind, key in (("software_specifications", "software_spec_uid"), ("package_extensions", "package_extension_uid")):
+        for resource in s.named(kind, None):
+            if pattern.match(str((resource.get("metadata") or {}).get("name") or "")):
+                _delete_spec_and_extension(target, {key: resource["metadata"]["asset_id"]})
 
 
 def parts_made_by(target: WatsonTarget, op: PendingOperation) -> tuple[set[str], set[str], set[str]]:
@@ -364,6 +405,18 @@ def adopted_ids(op: PendingOperation) -> dict[str, Any]:
 
 
 # -- scoring ----------------------------------------------------------------------------
+def score_bundle(target: WatsonTarget, deployment: Deployment, frame: Any, online: Any) -> Predictions:
+    """Score a bundle's deployment: ``online()`` (the online scoring call's answer) for a sync
+    bundle, one Watson batch job on the batch deployment for an async one."""
+    if not is_async(deployment):
+        return decode_answer(online())
+    from deploykit_plugins.watsonml.batch import run_job
+
+    probe = Deployment.from_dict(deployment.name, deployment.target, deployment.to_dict())
+    probe.ids["batch_deployment_uid"] = target._deployment_id(deployment)
+    return decode_answer(run_job(target, probe, frame, target.context.timeout).raw)
+
+
 def decode_answer(body: Any) -> Predictions:
     """The function's ``{"predictions": [{"fields", "values"}]}`` as Predictions whose labels are the
     script's answers (one object per row, ``{"prediction": x}`` for an answer that was not an object)."""

@@ -8,11 +8,17 @@ extension (the package ``package``: the script, model file, extra files, ``.env`
 ``deploykit.yaml`` flat in one folder). Nothing here imports deploykit: Watson's runtime has
 only the base specification's packages and the bundle.
 
-``score`` turns Watson's ``{"input_data": [{"fields", "values"}]}`` into one JSON object per
-row, calls the script's ``score(data, base_path)`` (after ``process`` when there is one), and
-answers ``{"predictions": [{"fields", "values"}]}``: one block per input block, the fields the
-keys of the script's answers (a row's answer that is not an object is ``{"prediction": answer}``),
-numpy values made plain. An exception of the script propagates, so Watson answers its error.
+``score`` of a **sync** bundle turns Watson's ``{"input_data": [{"fields", "values"}]}`` into
+one JSON object per row, calls the script's ``score(data, base_path)`` (after ``process`` when
+there is one), and answers ``{"predictions": [{"fields", "values"}]}``: one block per input
+block, the fields the keys of the script's answers (a row's answer that is not an object is
+``{"prediction": answer}``), numpy values made plain.
+
+``score`` of an **async** bundle (run by a Watson batch job) writes each input block as
+``input.csv`` into a fresh folder (``inputFileName``), runs ``build_df`` (if any) and the
+script's ``score(data_path, model_path)``, and answers the output file it returned (inside that
+folder, else refused) as one block of its columns and rows. An exception of the script
+propagates either way, so Watson answers its error.
 """
 
 # The stored source must run on Watson's Python as it is: no annotations (they would need imports
@@ -25,7 +31,7 @@ __all__ = ["deploykit_bundle_function"]
 
 
 def deploykit_bundle_function(package="deploykit_bundle", entrypoint="app.py:score", preprocess="",
-                              env_file=".env", model_file=""):
+                              env_file=".env", model_file="", mode="sync"):
     """The outer function: load the bundle once, return ``score(payload)``."""
     import importlib.util
     import json
@@ -94,7 +100,45 @@ def deploykit_bundle_function(package="deploykit_bundle", entrypoint="app.py:sco
         result = plain(result)
         return result if isinstance(result, dict) else {"prediction": result}
 
+    def read_table(path):
+        import pandas as pd
+
+        suffix = os.path.splitext(path)[1].lower()
+        if suffix == ".parquet":
+            return pd.read_parquet(path)
+        if suffix in (".json", ".jsonl", ".ndjson"):
+            return pd.read_json(path, lines=suffix != ".json")
+        return pd.read_csv(path)
+
+    def execution(block):
+        import shutil
+        import tempfile
+
+        import pandas as pd
+
+        folder = tempfile.mkdtemp(prefix="deploykit-execution-")
+        try:
+            data_path = folder + os.sep
+            frame = pd.DataFrame(block.get("values") or [], columns=block.get("fields") or None)
+            frame.to_csv(os.path.join(folder, "input.csv"), index=False)
+            os.environ["inputFileName"] = "input.csv"
+            if user_process is not None:
+                frame = user_process(read_table(os.path.join(folder, "input.csv")), data_path)
+                frame.to_parquet(os.path.join(folder, "preprocessed_data.parquet"), index=False)
+                os.environ["inputFileName"] = "preprocessed_data.parquet"
+            output = user_score(data_path, base_path)
+            real = os.path.realpath(str(output)) if output is not None else ""
+            if not real.startswith(os.path.realpath(folder) + os.sep) or not os.path.isfile(real):
+                raise ValueError(f"the async script returned {output!r}, which is not a file it wrote in its "
+                                 f"execution folder {data_path}; write the output there and return its full path")
+            table = read_table(real)
+            return {"fields": [str(c) for c in table.columns], "values": plain(table.astype(object).values.tolist())}
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
     def score(payload):
+        if mode == "async":
+            return {"predictions": [execution(block) for block in payload.get("input_data") or []]}
         blocks = []
         for block in payload.get("input_data") or []:
             fields = list(block.get("fields") or [])

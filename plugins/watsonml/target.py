@@ -551,7 +551,8 @@ class WatsonTarget:
 
     # -- Scorer ---------------------------------------------------------------------------
     def score(self, deployment: Deployment, frame: pd.DataFrame) -> Predictions:
-        """Send the rows as Watson ``input_data`` to the deployment and decode the answer."""
+        """Send the rows as Watson ``input_data`` to the deployment and decode the answer (an async
+        bundle's rows go to one Watson batch job on its batch deployment)."""
         from deploykit.payload import Predictions, encode
 
         dep_id = self._deployment_id(deployment)
@@ -562,10 +563,13 @@ class WatsonTarget:
         hint = (f"send rows with the model's columns ({', '.join(columns)})" if columns else
                 "send rows with the columns the model was trained on")
         hint += f"; if Watson says it is not ready, see 'deploykit status {deployment.name}'"
-        result = self.session.call(f"scoring {len(frame)} row(s) on {deployment.name!r}",
-                                   lambda c: c.deployments.score(dep_id, body), error=ScoringError, hint=hint)
+        def online() -> Any:
+            return self.session.call(f"scoring {len(frame)} row(s) on {deployment.name!r}",
+                                     lambda c: c.deployments.score(dep_id, body), error=ScoringError, hint=hint)
+
         if bundle.is_function(deployment):
-            return bundle.decode_answer(result)
+            return bundle.score_bundle(self, deployment, frame, online)
+        result = online()
         predictions = Predictions.decode(result)
         if predictions.probabilities is not None and predictions.classes is None:
             predictions.classes = deployment.extra.get("classes")

@@ -87,6 +87,25 @@ def score(data, base_path):
     return {"ok": True}
 '''
 
+# Neomaril's documented async script, verbatim in shape.
+NEOMARIL_ASYNC = '''\
+import os
+
+import joblib
+import pandas as pd
+
+
+def score(data_path, model_path):
+    model = joblib.load(model_path + "/model.pkl")
+    df = pd.read_csv(data_path + "/" + os.getenv("inputFileName"))
+    features = df.copy()
+    df["pred"] = model.predict(features)
+    df["proba"] = model.predict_proba(features)[:, 1]
+    output = data_path + "/output.csv"
+    df.to_csv(output, index=False)
+    return output
+'''
+
 SECRET = "s3cr3t-watson-value-7f1c9e"
 
 
@@ -259,12 +278,35 @@ def test_a_script_that_fails_at_import_fails_the_deploy_and_leaves_nothing(cpd_p
     assert all(not found for found in left_on_watson(cpd_project.emulator).values())
 
 
-def test_async_scripts_are_refused_by_name(cpd_project: WatsonProject) -> None:
-    folder = write_bundle(cpd_project.dir / "bundle", "def score(data_path, model_path):\n    return data_path\n",
-                          mode="async", name="async-script")
-    with pytest.raises(DeploymentError, match=r"async scoring script.*--target local.*--async"):
+def test_neomaril_async_script_runs_as_a_watson_batch_job(cpd_project: WatsonProject, bank_model: Path,
+                                                          bank_rows: list[dict[str, Any]]) -> None:
+    emu = cpd_project.emulator
+    folder = write_bundle(cpd_project.dir / "bundle", NEOMARIL_ASYNC, {"model.pkl": bank_model,
+                                                                     "example.json": json.dumps(bank_rows[0])},
+                          model_file="model.pkl", schema="example.json", mode="async", name="async-script")
+    created = deploykit.deploy(folder, target="watsonml")
+    assert (created.action, created.status, created.ids["bundle_mode"]) == ("created", "ready", "async")
+    assert "batch" in emu.deployments[created.ids["deployment_uid"]].doc["entity"]  # a batch deployment
+    scored = deploykit.score("async-script", bank_rows[:5])
+    assert [{"pred": a["pred"], "proba": a["proba"]} for a in scored.labels] == neomaril_answers(bank_model, bank_rows[:5])
+    assert list(scored.labels[0]) == [*bank_rows[0], "pred", "proba"]  # the output file's columns
+    assert emu.jobs == {}  # each job is removed once read
+
+    (folder / "app.py").write_text("def score(data_path, model_path):\n    return '/etc/passwd'\n")
+    with pytest.raises(DeploymentError, match=r"not a file it wrote in its execution folder"):
+        deploykit.deploy(folder, target="watsonml")  # the smoke test's job fails: the update is rolled back
+    assert deploykit.score("async-script", bank_rows[:1]).labels[0]["pred"] == neomaril_answers(bank_model,
+                                                                                                bank_rows[:1])[0]["pred"]
+    deploykit.delete("async-script")
+    assert all(not found for found in left_on_watson(emu).values()), left_on_watson(emu)
+
+
+def test_a_mode_change_is_refused_by_name(cpd_project: WatsonProject) -> None:
+    folder = write_bundle(cpd_project.dir / "bundle", RAISES, name="mode-change")
+    deploykit.deploy(folder, target="watsonml")
+    write_bundle(folder, "def score(data_path, model_path):\n    return data_path\n", mode="async", name="mode-change")
+    with pytest.raises(DeploymentError, match=r"serves a sync scoring script.*this one is async.*--name"):
         deploykit.deploy(folder, target="watsonml")
-    assert all(not found for found in left_on_watson(cpd_project.emulator).values())
 
 
 # -- crash safety: what an interrupted deploy of a bundle left is adopted or removed ------------------
