@@ -8,6 +8,9 @@ patches the asset back to an earlier revision; delete removes the deployments, t
 asset. The client's own waits (fixed 5 s sleeps, no timeout) are never used: calls run with
 ``background_mode=True`` and ``wait_ready`` polls with back-off, a timeout and progress.
 
+A scoring-script bundle is a deployable Python function instead, with the bundle as a package
+extension on a software specification of its own (``watsonml.bundle``).
+
 Record ids: ``model_uid``, ``deployment_uid``, ``space_id``, ``model_rev`` (Watson's revision),
 ``model_type``, ``software_spec`` and, once batch scoring was used, ``batch_deployment_uid``.
 
