@@ -406,13 +406,14 @@ class WatsonSession:
         return error(message)
 
     def tagged(self, kind: str, tag: str) -> list[dict[str, Any]]:
-        """The ``models`` or ``deployments`` of the space that carry ``tag`` (``GET ...?tag.value=``).
+        """The ``models``, ``functions`` or ``deployments`` of the space that carry ``tag`` (``GET ...?tag.value=``).
 
         The client has no call for this search, so it goes through the client's own HTTP session,
         headers and query parameters (the space, the API version)."""
         def search(c: Any) -> list[dict[str, Any]]:
             hrefs = c._href_definitions
-            url = hrefs.get_published_models_href() if kind == "models" else hrefs.get_deployments_href()
+            url = {"models": hrefs.get_published_models_href, "functions": hrefs.get_functions_href}.get(
+                kind, hrefs.get_deployments_href)()
             found: list[dict[str, Any]] = []
             params: dict[str, Any] = {**c._params(), "tag.value": tag, "limit": 200}
             while True:
@@ -427,6 +428,22 @@ class WatsonSession:
                 params["start"] = start
 
         return self.call(f"finding the {kind} tagged {tag!r}", search)
+
+    def named(self, kind: str, name: str | None) -> list[dict[str, Any]]:
+        """The ``software_specifications`` or ``package_extensions`` of the space named ``name``, or
+        all of them for None (``GET /v2/...?name=``; the client's own lookups raise instead of answering "none")."""
+        def search(c: Any) -> list[dict[str, Any]]:
+            hrefs = c._href_definitions
+            url = hrefs.get_sw_specs_href() if kind == "software_specifications" else hrefs.get_pkg_extns_href()
+            params = {**c._params(), **({"name": name} if name is not None else {})}
+            response = c.httpx_client.get(url=url, params=params, headers=c._get_headers())
+            if response.status_code != 200:
+                raise HttpFailure(response)
+            return [r for r in response.json().get("resources") or []
+                    if name is None or (r.get("metadata") or {}).get("name") == name]
+
+        return self.call(f"finding the {kind.replace('_', ' ')} named {name!r}" if name is not None
+                         else f"listing the {kind.replace('_', ' ')}", search)
 
     def software_spec_id(self, name: str) -> str:
         """The asset id of software specification ``name`` (an id is passed through), cached per session."""

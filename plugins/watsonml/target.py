@@ -8,6 +8,9 @@ patches the asset back to an earlier revision; delete removes the deployments, t
 asset. The client's own waits (fixed 5 s sleeps, no timeout) are never used: calls run with
 ``background_mode=True`` and ``wait_ready`` polls with back-off, a timeout and progress.
 
+A scoring-script bundle is a deployable Python function instead, with the bundle as a package
+extension on a software specification of its own (``watsonml.bundle``).
+
 Record ids: ``model_uid``, ``deployment_uid``, ``space_id``, ``model_rev`` (Watson's revision),
 ``model_type``, ``software_spec`` and, once batch scoring was used, ``batch_deployment_uid``.
 
@@ -28,6 +31,7 @@ from deploykit.deployment import Deployment
 from deploykit.errors import DeployKitError, DeploymentError, ScoringError
 from deploykit.faults import crash_point
 from deploykit.target import TargetContext, wait_until
+from deploykit_plugins.watsonml import bundle
 from deploykit_plugins.watsonml.client import WatsonCallError, WatsonSession
 from deploykit_plugins.watsonml.runtime import Runtime, model_archive, resolve_runtime
 from deploykit_plugins.watsonml.settings import WatsonSettings
@@ -230,7 +234,11 @@ class WatsonTarget:
 
     # -- Deployer -------------------------------------------------------------------------
     def deploy(self, artifact: Artifact, name: str) -> Deployment:
-        """Store the model, create revision 1, and start an online deployment of it (not yet awaited)."""
+        """Store the model, create revision 1, and start an online deployment of it (not yet awaited).
+
+        A scoring-script bundle becomes a deployable Python function instead (see ``watsonml.bundle``)."""
+        if artifact.flavor == "script":
+            return bundle.deploy_bundle(self, artifact, name)
         self._action, self._revision = "create", 1
         runtime = self._runtime(artifact)
         model_uid, rev = self._store(name, artifact, runtime)
@@ -247,7 +255,11 @@ class WatsonTarget:
         The deployment id and URL stay. A model whose Watson type or runtime changed (a new
         scikit-learn) goes into a new model asset instead, since a stored model's type is fixed.
         A deployment deleted on Watson meanwhile is created again (with a new id and URL).
+        A bundle's next revision is a new function (see ``watsonml.bundle``).
         """
+        if artifact.flavor == "script":
+            return bundle.update_bundle(self, current, artifact)
+        bundle.refuse_model_over_function(current)
         self._action, self._revision = "update", max(current.revisions) + 1
         dep_id = self._deployment_id(current)
         runtime = self._runtime(artifact)
@@ -372,7 +384,8 @@ class WatsonTarget:
         return deployment
 
     def delete(self, current: Deployment) -> None:
-        """Delete the online (and batch) deployment, then every model asset this record used."""
+        """Delete the online (and batch) deployment, then every model or function asset this record used
+        (and a bundle's software specifications and package extensions)."""
         s = self.session
         if current.ids.get("space_id"):
             self._check_space(current)
@@ -386,6 +399,7 @@ class WatsonTarget:
                 models.append(str(ids["model_uid"]))
         for model_uid in models:
             s.call(f"deleting model {model_uid}", functools.partial(_delete_model, model_uid), missing_ok=True)
+        bundle.delete_parts(self, current)
 
     def get(self, current: Deployment) -> Deployment:
         """The record with its status from one GET of the deployment.
@@ -464,6 +478,7 @@ class WatsonTarget:
                                            functools.partial(_model_details, model_uid), missing_ok=True)
                 if exists:  # a noted id a previous reconcile already removed is no error
                     self._delete_model_and_its_deployments(model_uid)
+        bundle.remove_parts(self, op, current)
         return None
 
     def _made_by(self, op: PendingOperation) -> tuple[set[str], set[str]]:
@@ -502,7 +517,10 @@ class WatsonTarget:
             mentity = stored.get("entity") or {}
             runtime = Runtime(str(mentity.get("type") or cur.get("model_type") or ""),
                               str((mentity.get("software_spec") or {}).get("name") or cur.get("software_spec") or ""))
-            keep = {k: v for k, v in cur.items() if k == "batch_deployment_uid"}
+            keep = {k: v for k, v in cur.items() if k == "batch_deployment_uid"} | bundle.adopted_ids(op)
+            if keep.get("asset_kind") == bundle.ASSET_KIND:
+                runtime = Runtime(bundle.ASSET_KIND, str(cur.get("software_spec") or self.settings.software_spec
+                                                         or bundle.DEFAULT_BASE_SPEC))
             record = self._record(op.name, details or {}, str(model_uid), str(rev), runtime, None, keep)
             record.status, record.revision = "ready", op.revision
             record.url = record.url or (current.url if current is not None else None)
@@ -536,7 +554,8 @@ class WatsonTarget:
 
     # -- Scorer ---------------------------------------------------------------------------
     def score(self, deployment: Deployment, frame: pd.DataFrame) -> Predictions:
-        """Send the rows as Watson ``input_data`` to the deployment and decode the answer."""
+        """Send the rows as Watson ``input_data`` to the deployment and decode the answer (an async
+        bundle's rows go to one Watson batch job on its batch deployment)."""
         from deploykit.payload import Predictions, encode
 
         dep_id = self._deployment_id(deployment)
@@ -547,8 +566,13 @@ class WatsonTarget:
         hint = (f"send rows with the model's columns ({', '.join(columns)})" if columns else
                 "send rows with the columns the model was trained on")
         hint += f"; if Watson says it is not ready, see 'deploykit status {deployment.name}'"
-        result = self.session.call(f"scoring {len(frame)} row(s) on {deployment.name!r}",
-                                   lambda c: c.deployments.score(dep_id, body), error=ScoringError, hint=hint)
+        def online() -> Any:
+            return self.session.call(f"scoring {len(frame)} row(s) on {deployment.name!r}",
+                                     lambda c: c.deployments.score(dep_id, body), error=ScoringError, hint=hint)
+
+        if bundle.is_function(deployment):
+            return bundle.score_bundle(self, deployment, frame, online)
+        result = online()
         predictions = Predictions.decode(result)
         if predictions.probabilities is not None and predictions.classes is None:
             predictions.classes = deployment.extra.get("classes")

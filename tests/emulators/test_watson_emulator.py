@@ -427,3 +427,132 @@ def test_standalone_entry_point_prints_connection_details() -> None:
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+# ----- deployable Python functions with a package extension on a custom software specification -----
+
+FUNCTION_CODE = '''\
+def gen(factor=3):
+    import os
+
+    from emu_pkg import scale
+
+    def score(payload):
+        block = payload["input_data"][0]
+        if block["values"] and block["values"][0][0] == "boom":
+            raise ValueError("boom is not a number")
+        return {"predictions": [{"fields": ["scaled", "pid"],
+                                 "values": [[scale(row[0], factor), os.getpid()] for row in block["values"]]}]}
+
+    return score
+
+
+score = gen()
+'''
+
+
+def _sdist(folder: Path, setup: str = "") -> Path:
+    """A pip_zip package extension: a source distribution of the package emu_pkg."""
+    import zipfile
+
+    archive = folder / "emu_pkg-1.0.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("emu_pkg-1.0/setup.py", setup or "from setuptools import setup\n"
+                    "setup(name='emu_pkg', version='1.0', packages=['emu_pkg'])\n")
+        zf.writestr("emu_pkg-1.0/emu_pkg/__init__.py", "def scale(x, factor):\n    return x * factor\n")
+    return archive
+
+
+def _function_on_custom_spec(client: APIClient, tmp_path: Path, setup: str = "") -> tuple[str, str, str]:
+    """(package extension id, software spec id, function id) stored through the real client."""
+    import gzip
+
+    pe_names = client.package_extensions.ConfigurationMetaNames
+    ext = client.package_extensions.store({pe_names.NAME: "emu-pkg", pe_names.TYPE: "pip_zip"},
+                                          str(_sdist(tmp_path, setup)))
+    ext_id = client.package_extensions.get_id(ext)
+    sw_names = client.software_specifications.ConfigurationMetaNames
+    spec = client.software_specifications.store({
+        sw_names.NAME: "emu-spec", sw_names.BASE_SOFTWARE_SPECIFICATION: {
+            "guid": client.software_specifications.get_id_by_name("runtime-25.1-py3.12")}})
+    spec_id = client.software_specifications.get_id(spec)
+    assert client.software_specifications.add_package_extension(spec_id, ext_id) == "SUCCESS"
+    code = tmp_path / "function.py.gz"
+    code.write_bytes(gzip.compress(FUNCTION_CODE.encode()))
+    fn_names = client.repository.FunctionMetaNames
+    stored = client.repository.store_function(str(code), {fn_names.NAME: "scaler", fn_names.SOFTWARE_SPEC_ID: spec_id,
+                                                          fn_names.TAGS: ["emu"]})
+    return ext_id, spec_id, stored["metadata"]["id"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_python_function_runs_in_its_own_process_with_its_package_extension(
+        mode: str, watson_emulator: WatsonEmulator, watson_client: Callable[..., APIClient], tmp_path: Path) -> None:
+    emulator = watson_emulator
+    client = watson_client(mode)
+    ext_id, spec_id, function_id = _function_on_custom_spec(client, tmp_path)
+    assert emulator.package_extensions[ext_id].complete
+    spec = client.software_specifications.get_details(spec_id)
+    assert [e["metadata"]["asset_id"] for e in spec["entity"]["software_specification"]["package_extensions"]] == [ext_id]
+    assert client.repository.create_function_revision(function_id)["metadata"]["rev"] == "1"
+
+    deployment_id = _deploy(client, function_id, rev="1")
+    details, _ = _poll(client, deployment_id, timeout=120)
+    assert details["entity"]["status"]["state"] == "ready", details["entity"]["status"]
+    assert details["entity"]["deployed_asset_type"] == "function"
+    result = client.deployments.score(deployment_id, {"input_data": [{"fields": ["x"], "values": [[2], [5]]}]})
+    (block,) = result["predictions"]
+    assert [row[0] for row in block["values"]] == [6, 15]  # the generator's default, the extension's code
+    assert {row[1] for row in block["values"]} != {os.getpid()}  # scored in another process
+
+    with pytest.raises(WMLClientError) as raised:
+        client.deployments.score(deployment_id, {"input_data": [{"fields": ["x"], "values": [["boom"]]}]})
+    assert "ValueError: boom is not a number" in str(raised.value)
+    assert "400" in str(raised.value)
+    again = client.deployments.score(deployment_id, {"input_data": [{"fields": ["x"], "values": [[1]]}]})
+    assert again["predictions"][0]["values"][0][0] == 3
+
+    batch_id = _deploy(client, function_id, rev="1", batch=True)
+    assert _poll(client, batch_id, timeout=120)[0]["entity"]["status"]["state"] == "ready"
+    job = client.deployments.create_job(batch_id, {client.deployments.ScoringMetaNames.INPUT_DATA: [
+        {"fields": ["x"], "values": [[4]]}]})
+    job_id = job["metadata"]["id"]
+    deadline = time.monotonic() + 60
+    while (state := client.deployments.get_job_details(job_id)["entity"]["scoring"]["status"]["state"]) not in \
+            ("completed", "failed") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert state == "completed"
+    assert client.deployments.get_job_details(job_id)["entity"]["scoring"]["predictions"][0]["values"][0][0] == 12
+
+    for dep in (deployment_id, batch_id):
+        client.deployments.delete(dep)
+    client.repository.delete(function_id)
+    client.software_specifications.delete(spec_id)
+    client.package_extensions.delete(ext_id)
+    assert not (emulator.functions or emulator.custom_software_specs or emulator.package_extensions
+                or emulator.deployments)
+
+
+def test_a_package_extension_that_does_not_install_fails_the_deployment(
+        watson_emulator: WatsonEmulator, watson_client: Callable[..., APIClient], tmp_path: Path) -> None:
+    client = watson_client("cpd")
+    _, _, function_id = _function_on_custom_spec(client, tmp_path, setup="raise SystemExit('setup.py is broken')\n")
+    deployment_id = _deploy(client, function_id)
+    details, _ = _poll(client, deployment_id, timeout=120)
+    status = details["entity"]["status"]
+    assert status["state"] == "failed"
+    assert "installing the package extension" in status["failure"]["errors"][0]["message"]
+
+
+def test_a_cloud_upload_url_needs_its_signature(watson_emulator: WatsonEmulator,
+                                                watson_client: Callable[..., APIClient]) -> None:
+    client = watson_client("cloud")
+    names = client.package_extensions.ConfigurationMetaNames
+    response = client.httpx_client.post(url=client._href_definitions.get_pkg_extns_href(), params=client._params(),
+                                        headers=client._get_headers(),
+                                        json={names.NAME: "unsigned", names.TYPE: "pip_zip"})
+    href = response.json()["entity"]["package_extension"]["href"]
+    assert href.startswith(watson_emulator.url) and "signature=" in href
+    forged = httpx.put(href.split("&signature=")[0] + "&signature=0", content=b"zip", verify=watson_emulator.ca_path)
+    assert forged.status_code == 403
+    assert httpx.put(href, content=b"zip", verify=watson_emulator.ca_path).status_code == 201

@@ -29,6 +29,8 @@ from pathlib import Path
 from typing import Any, NamedTuple
 from urllib.parse import parse_qs, urlencode, urlsplit
 
+from tests.emulators.watson_functions import FunctionError, FunctionRuntime, Loading
+
 log = logging.getLogger(__name__)
 
 DEFAULT_SPACE_NAME = "deploykit-test"
@@ -96,6 +98,16 @@ class StoredDeployment:
     outcome: str = "ready"
     failure_message: str = ""
     previous_asset: dict[str, Any] | None = None
+    #: a deployed function being installed and imported in its own process
+    loading: Loading | None = None
+
+
+@dataclass
+class StoredPackageExtension:
+    doc: dict[str, Any]
+    filename: str = ""
+    content: bytes | None = None
+    complete: bool = False
 
 
 @dataclass
@@ -378,6 +390,7 @@ class WatsonEmulator:
         self._expired: set[str] = set()
         self._server: _TLSServer | None = None
         self._thread: threading.Thread | None = None
+        self._runtime: FunctionRuntime | None = None
         self._tmpdir: str | None = None
         self.software_specs = {name: str(uuid.uuid4()) for name in SOFTWARE_SPECS}
         self.hardware_specs = {name: str(uuid.uuid4()) for name in HARDWARE_SPECS}
@@ -405,7 +418,28 @@ class WatsonEmulator:
                 ("POST", r"/ml/v4/models/(?P<id>[^/]+)/revisions", "_create_revision", True),
                 ("GET", r"/ml/v4/models/(?P<id>[^/]+)/revisions", "_list_revisions", True),
                 ("GET", r"/v2/assets/(?P<id>[^/]+)", "_get_asset", True),
-                ("DELETE", r"/v2/assets/(?P<id>[^/]+)", "_delete_model", True),
+                ("DELETE", r"/v2/assets/(?P<id>[^/]+)", "_delete_asset", True),
+                ("POST", r"/ml/v4/functions", "_create_function", True),
+                ("GET", r"/ml/v4/functions", "_list_functions", True),
+                ("GET", r"/ml/v4/functions/(?P<id>[^/]+)", "_get_function", True),
+                ("PATCH", r"/ml/v4/functions/(?P<id>[^/]+)", "_patch_function", True),
+                ("DELETE", r"/ml/v4/functions/(?P<id>[^/]+)", "_delete_function", True),
+                ("PUT", r"/ml/v4/functions/(?P<id>[^/]+)/code", "_put_function_code", True),
+                ("POST", r"/ml/v4/functions/(?P<id>[^/]+)/revisions", "_create_function_revision", True),
+                ("GET", r"/ml/v4/functions/(?P<id>[^/]+)/revisions", "_list_function_revisions", True),
+                ("POST", r"/v2/software_specifications", "_create_sw_spec", True),
+                ("DELETE", r"/v2/software_specifications/(?P<id>[^/]+)", "_delete_sw_spec", True),
+                ("PUT", r"/v2/software_specifications/(?P<id>[^/]+)/package_extensions/(?P<ext>[^/]+)",
+                 "_add_sw_spec_extension", True),
+                ("DELETE", r"/v2/software_specifications/(?P<id>[^/]+)/package_extensions/(?P<ext>[^/]+)",
+                 "_remove_sw_spec_extension", True),
+                ("POST", r"/v2/package_extensions", "_create_pkg_extn", True),
+                ("GET", r"/v2/package_extensions", "_list_pkg_extns", True),
+                ("GET", r"/v2/package_extensions/(?P<id>[^/]+)", "_get_pkg_extn", True),
+                ("DELETE", r"/v2/package_extensions/(?P<id>[^/]+)", "_delete_pkg_extn", True),
+                ("POST", r"/v2/package_extensions/(?P<id>[^/]+)/upload_complete", "_pkg_extn_uploaded", True),
+                # a pre-signed upload URL: the client sends no Authorization header to it
+                ("PUT", r"/v2/asset_files/package_extension/(?P<file>[^/]+)", "_upload_pkg_extn", False),
                 ("POST", r"/ml/v4/deployments", "_create_deployment", True),
                 ("GET", r"/ml/v4/deployments", "_list_deployments", True),
                 ("GET", r"/ml/v4/deployments/(?P<id>[^/]+)", "_get_deployment", True),
@@ -431,6 +465,7 @@ class WatsonEmulator:
         self.port = self._server.server_address[1]
         self.url = f"https://{self.host}:{self.port}"
         self.ca_path = str(ca_path)
+        self._runtime = FunctionRuntime()
         self._thread = threading.Thread(target=self._server.serve_forever, name="watson-emulator", daemon=True)
         self._thread.start()
         return self
@@ -444,6 +479,9 @@ class WatsonEmulator:
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
+        if self._runtime is not None:
+            self._runtime.close()
+            self._runtime = None
         if self._tmpdir is not None:
             shutil.rmtree(self._tmpdir, ignore_errors=True)
             self._tmpdir = None
@@ -461,6 +499,9 @@ class WatsonEmulator:
         """
         with self._lock:
             self._models: dict[str, StoredModel] = {}
+            self._functions: dict[str, StoredModel] = {}
+            self._package_extensions: dict[str, StoredPackageExtension] = {}
+            self._custom_specs: dict[str, dict[str, Any]] = {}
             self._deployments: dict[str, StoredDeployment] = {}
             self._jobs: dict[str, StoredJob] = {}
             self._spaces: dict[str, dict[str, Any]] = {}
@@ -473,6 +514,8 @@ class WatsonEmulator:
             self.add_space(self.space_name, space_id=self.space_id)
         with self._cache_lock:
             self._loaded: dict[tuple[str, str], Any] = {}
+        if self._runtime is not None:
+            self._runtime.stop()
 
     # ----- knobs and inspection -----
 
@@ -526,6 +569,33 @@ class WatsonEmulator:
     def models(self) -> dict[str, StoredModel]:
         with self._lock:
             return dict(self._models)
+
+    @property
+    def functions(self) -> dict[str, StoredModel]:
+        """Stored Python functions (``latest.archive`` is the gz'd code), by id."""
+        with self._lock:
+            return dict(self._functions)
+
+    @property
+    def package_extensions(self) -> dict[str, StoredPackageExtension]:
+        with self._lock:
+            return dict(self._package_extensions)
+
+    @property
+    def custom_software_specs(self) -> dict[str, dict[str, Any]]:
+        """Software specifications stored in the space (derived from a base one), by id."""
+        with self._lock:
+            return dict(self._custom_specs)
+
+    def stored_documents(self) -> list[dict[str, Any]]:
+        """Every metadata document the emulator holds (assets, revisions, specs, extensions, deployments,
+        jobs): what a search for a leaked value must cover."""
+        with self._lock:
+            docs = [s.doc for m in [*self._models.values(), *self._functions.values()]
+                    for s in [m.latest, *m.revisions.values()]]
+            docs += [e.doc for e in self._package_extensions.values()] + list(self._custom_specs.values())
+            docs += [d.doc for d in self._deployments.values()] + [j.doc for j in self._jobs.values()]
+            return copy.deepcopy(docs)
 
     @property
     def deployments(self) -> dict[str, StoredDeployment]:
@@ -708,8 +778,10 @@ class WatsonEmulator:
 
     def _sw_spec_doc(self, name: str) -> dict[str, Any]:
         python = name.rsplit("-py", 1)[-1]
+        spec_id = self.software_specs[name]
         return {
-            "metadata": {"name": name, "asset_id": self.software_specs[name], "asset_type": "software_specification",
+            "metadata": {"name": name, "asset_id": spec_id, "asset_type": "software_specification",
+                         "href": f"/v2/software_specifications/{spec_id}", "created_at": "2025-01-01T00:00:00.000Z",
                          "description": f"Emulated {name}", "life_cycle": {"supported": {}}},
             "entity": {"software_specification": {
                 "type": "base", "display_name": name, "package_extensions": [],
@@ -718,13 +790,204 @@ class WatsonEmulator:
 
     def _list_sw_specs(self, request: Request) -> Response:
         names = [n for n in self.software_specs if request.query.get("name") in (None, n)]
-        return _json(200, {"total_results": len(names), "resources": [self._sw_spec_doc(n) for n in names]})
+        docs = [self._sw_spec_doc(n) for n in names]
+        with self._lock:
+            docs += [copy.deepcopy(d) for d in self._custom_specs.values()
+                     if request.query.get("name") in (None, d["metadata"]["name"])
+                     and d["metadata"]["space_id"] == request.query.get("space_id", d["metadata"]["space_id"])]
+        return _json(200, {"total_results": len(docs), "resources": docs})
 
     def _get_sw_spec(self, request: Request) -> Response:
         for name, spec_id in self.software_specs.items():
             if spec_id == request.params["id"]:
                 return _json(200, self._sw_spec_doc(name))
-        raise ApiError(404, "does_not_exist", f"Software specification '{request.params['id']}' does not exist.")
+        with self._lock:
+            return _json(200, self._custom_spec(request.params["id"]))
+
+    def _custom_spec(self, spec_id: str) -> dict[str, Any]:
+        doc = self._custom_specs.get(spec_id)
+        if doc is None:
+            if spec_id in self.software_specs.values():
+                raise ApiError(400, "base_software_specification",
+                               f"Software specification '{spec_id}' is a base specification and cannot be changed.")
+            raise ApiError(404, "does_not_exist", f"Software specification '{spec_id}' does not exist.")
+        return doc
+
+    def _spec_name(self, spec: dict[str, Any]) -> str | None:
+        """The name of a base or custom software specification given as ``{id}`` or ``{name}``."""
+        for name, spec_id in self.software_specs.items():
+            if spec_id == spec.get("id") or name == spec.get("name"):
+                return name
+        for spec_id, doc in self._custom_specs.items():
+            if spec_id == spec.get("id") or doc["metadata"]["name"] == spec.get("name"):
+                return str(doc["metadata"]["name"])
+        return None
+
+    def _create_sw_spec(self, request: Request) -> Response:
+        body = request.json()
+        if not isinstance(body, dict) or not body.get("name"):
+            raise ApiError(400, "missing_field", "Field 'name' is required.")
+        space_id = self._check_space(request.query.get("space_id") or body.get("space_id"))
+        base = body.get("base_software_specification") or {}
+        base_id = base.get("guid") or base.get("id")
+        base_name = next((n for n, i in self.software_specs.items() if i == base_id or n == base.get("name")), None)
+        if base_name is None:
+            raise ApiError(400, "invalid_base_software_specification",
+                           f"Base software specification {base} does not exist; derive from a base specification.")
+        spec_id, created = str(uuid.uuid4()), _now()
+        with self._lock:
+            if any(d["metadata"]["name"] == body["name"] and d["metadata"]["space_id"] == space_id
+                   for d in self._custom_specs.values()):
+                raise ApiError(409, "software_specification_exists",
+                               f"A software specification named '{body['name']}' already exists in the space.")
+            extensions = [self._extension_entry(e.get("guid") or e.get("id") or (e.get("metadata") or {}).get("asset_id"))
+                          for e in body.get("package_extensions") or []]
+            doc = {
+                "metadata": {"name": body["name"], "asset_id": spec_id, "asset_type": "software_specification",
+                             "href": f"/v2/software_specifications/{spec_id}", "created_at": created,
+                             "description": body.get("description", ""), "space_id": space_id},
+                "entity": {"software_specification": {
+                    "type": "derived", "display_name": body["name"], "package_extensions": extensions,
+                    "base_software_specification": {"guid": self.software_specs[base_name], "name": base_name},
+                    "software_configuration": copy.deepcopy(self._sw_spec_doc(base_name)["entity"][
+                        "software_specification"]["software_configuration"])}},
+            }
+            self._custom_specs[spec_id] = doc
+            return _json(201, doc)
+
+    def _extension_entry(self, ext_id: Any) -> dict[str, Any]:
+        ext = self._package_extensions.get(str(ext_id))
+        if ext is None:
+            raise ApiError(404, "package_extension_not_found", f"Package extension '{ext_id}' does not exist.")
+        if not ext.complete:
+            raise ApiError(400, "package_extension_not_uploaded",
+                           f"Package extension '{ext_id}' has no uploaded content yet; upload it and mark it complete.")
+        return {"metadata": {k: ext.doc["metadata"][k] for k in ("asset_id", "name", "asset_type")},
+                "entity": copy.deepcopy(ext.doc["entity"])}
+
+    def _delete_sw_spec(self, request: Request) -> Response:
+        with self._lock:
+            self._custom_spec(request.params["id"])
+            del self._custom_specs[request.params["id"]]
+        return Response(204)
+
+    def _add_sw_spec_extension(self, request: Request) -> Response:
+        with self._lock:
+            spec = self._custom_spec(request.params["id"])["entity"]["software_specification"]
+            entry = self._extension_entry(request.params["ext"])
+            if all(e["metadata"]["asset_id"] != request.params["ext"] for e in spec["package_extensions"]):
+                spec["package_extensions"].append(entry)
+        return Response(204)
+
+    def _remove_sw_spec_extension(self, request: Request) -> Response:
+        with self._lock:
+            spec = self._custom_spec(request.params["id"])["entity"]["software_specification"]
+            kept = [e for e in spec["package_extensions"] if e["metadata"]["asset_id"] != request.params["ext"]]
+            if len(kept) == len(spec["package_extensions"]):
+                raise ApiError(404, "package_extension_not_found",
+                               f"Package extension '{request.params['ext']}' is not part of this specification.")
+            spec["package_extensions"] = kept
+        return Response(204)
+
+    # ----- package extensions -----
+
+    @staticmethod
+    def _realm(request: Request) -> str:
+        """``iam`` for an IBM Cloud token, ``cpd`` otherwise (the request is authenticated already)."""
+        scheme, _, credential = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer":
+            return "cpd"
+        try:
+            return str(json.loads(_b64url_decode(credential.split(".")[1])).get("realm", "cpd"))
+        except (ValueError, IndexError):
+            return "cpd"
+
+    def _create_pkg_extn(self, request: Request) -> Response:
+        body = request.json()
+        if not isinstance(body, dict) or not body.get("name") or not body.get("type"):
+            raise ApiError(400, "missing_field", "Fields 'name' and 'type' are required.")
+        if body["type"] not in ("pip_zip", "conda_yml"):
+            raise ApiError(400, "invalid_type", f"Package extension type '{body['type']}' is not one of pip_zip, conda_yml.")
+        space_id = self._check_space(request.query.get("space_id") or body.get("space_id"))
+        ext_id, created = str(uuid.uuid4()), _now()
+        suffix = ".zip" if body["type"] == "pip_zip" else ".yml"
+        upload = f"/v2/asset_files/package_extension/{ext_id}{suffix}?space_id={space_id}"
+        if self._realm(request) == "iam":  # IBM Cloud answers a pre-signed object-storage URL
+            upload = f"{self.url}{upload}&signature={hmac.new(self._secret, ext_id.encode(), hashlib.sha256).hexdigest()}"
+        doc = {"metadata": {"asset_id": ext_id, "name": body["name"], "description": body.get("description", ""),
+                            "asset_type": "package_extension", "space_id": space_id, "created_at": created},
+               "entity": {"package_extension": {"type": body["type"], "href": upload,
+                                                "object_key": f"package_extension/{ext_id}{suffix}",
+                                                "status": "pending"}}}
+        with self._lock:
+            self._package_extensions[ext_id] = StoredPackageExtension(doc)
+        return _json(201, doc)
+
+    def _pkg_extn(self, ext_id: str) -> StoredPackageExtension:
+        ext = self._package_extensions.get(ext_id)
+        if ext is None:
+            raise ApiError(404, "package_extension_not_found", f"Package extension '{ext_id}' does not exist.")
+        return ext
+
+    def _upload_pkg_extn(self, request: Request) -> Response:
+        ext_id = request.params["file"].rsplit(".", 1)[0]
+        content_type = request.headers.get("content-type", "")
+        filename, content = f"{ext_id}.zip", request.body
+        if content_type.startswith("multipart/form-data"):
+            import email.parser
+            import email.policy
+
+            message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+                f"Content-Type: {content_type}\r\n\r\n".encode() + request.body)
+            part = next((p for p in message.iter_parts() if p.get_param("name", header="content-disposition") == "file"),
+                        None)
+            if part is None:
+                raise ApiError(400, "missing_file", "The multipart upload has no 'file' part.")
+            filename = part.get_filename() or filename
+            content = part.get_payload(decode=True) or b""
+        with self._lock:
+            ext = self._pkg_extn(ext_id)
+            if self._realm_of_upload(ext) == "iam" and request.query.get("signature") != hmac.new(
+                    self._secret, ext_id.encode(), hashlib.sha256).hexdigest():
+                raise ApiError(403, "signature_mismatch", "The pre-signed URL's signature does not match.")
+            if not content:
+                raise ApiError(400, "empty_content", "The uploaded package extension is empty.")
+            ext.filename, ext.content = Path(filename).name, content
+            ext.doc["entity"]["package_extension"]["status"] = "uploaded"
+        return _json(201, {"status": "uploaded"})
+
+    @staticmethod
+    def _realm_of_upload(ext: StoredPackageExtension) -> str:
+        return "iam" if "signature=" in ext.doc["entity"]["package_extension"]["href"] else "cpd"
+
+    def _pkg_extn_uploaded(self, request: Request) -> Response:
+        with self._lock:
+            ext = self._pkg_extn(request.params["id"])
+            if ext.content is None:
+                raise ApiError(400, "upload_not_found", "No content was uploaded for this package extension.")
+            ext.complete = True
+            ext.doc["entity"]["package_extension"]["status"] = "completed"
+        return Response(204)
+
+    def _get_pkg_extn(self, request: Request) -> Response:
+        with self._lock:
+            return _json(200, self._pkg_extn(request.params["id"]).doc)
+
+    def _list_pkg_extns(self, request: Request) -> Response:
+        space_id = self._check_space(request.query.get("space_id"))
+        with self._lock:
+            docs = [copy.deepcopy(e.doc) for e in self._package_extensions.values()
+                    if e.doc["metadata"]["space_id"] == space_id
+                    and request.query.get("name") in (None, e.doc["metadata"]["name"])]
+        return _json(200, {"total_results": len(docs), "resources": docs})
+
+    def _delete_pkg_extn(self, request: Request) -> Response:
+        with self._lock:
+            self._pkg_extn(request.params["id"])
+            del self._package_extensions[request.params["id"]]
+        if self._runtime is not None:
+            self._runtime.forget_extension(request.params["id"])
+        return Response(204)
 
     def _hw_spec_doc(self, name: str) -> dict[str, Any]:
         return {"metadata": {"name": name, "asset_id": self.hardware_specs[name], "asset_type": "hardware_specification"},
@@ -862,15 +1125,130 @@ class WatsonEmulator:
 
     def _get_asset(self, request: Request) -> Response:
         with self._lock:
-            doc = self._model(request.params["id"]).latest.doc
+            kind = "wml_function" if request.params["id"] in self._functions else "wml_model"
+            stored = self._functions[request.params["id"]] if kind == "wml_function" else self._model(request.params["id"])
+            doc = stored.latest.doc
             meta = doc["metadata"]
             return _json(200, {
-                "metadata": {"asset_id": meta["id"], "asset_type": "wml_model", "name": meta["name"],
+                "metadata": {"asset_id": meta["id"], "asset_type": kind, "name": meta["name"],
                              "space_id": meta["space_id"], "created_at": meta["created_at"],
                              "usage": {"last_updated_at": meta["modified_at"]}},
-                "entity": {"wml_model": copy.deepcopy(doc["entity"])},
+                "entity": {kind: copy.deepcopy(doc["entity"])},
                 "href": f"/v2/assets/{meta['id']}?space_id={meta['space_id']}",
             })
+
+    def _delete_asset(self, request: Request) -> Response:
+        with self._lock:
+            if request.params["id"] in self._functions:
+                return self._delete_function(request)
+        return self._delete_model(request)
+
+    # ----- functions -----
+
+    def _function(self, function_id: str) -> StoredModel:
+        function = self._functions.get(function_id)
+        if function is None:
+            raise ApiError(404, "function_not_found", f"Function with id '{function_id}' does not exist.")
+        return function
+
+    def _function_snapshot(self, function_id: str, rev: str | None) -> Snapshot:
+        function = self._function(function_id)
+        if rev is None:
+            return function.latest
+        if rev not in function.revisions:
+            raise ApiError(404, "revision_not_found", f"Revision '{rev}' of function '{function_id}' does not exist.")
+        return function.revisions[rev]
+
+    def _create_function(self, request: Request) -> Response:
+        body = request.json()
+        if not isinstance(body, dict) or not body.get("name"):
+            raise ApiError(400, "missing_field", "Field 'name' is required.")
+        space_id = self._check_space(body.get("space_id") or request.query.get("space_id"))
+        spec = body.get("software_spec") or {}
+        with self._lock:
+            spec_name = self._spec_name(spec) if spec else None
+            if spec and spec_name is None:
+                raise ApiError(400, "invalid_software_spec", f"Software specification {spec} does not exist.")
+            function_id, created = str(uuid.uuid4()), _now()
+            entity = {k: v for k, v in body.items() if k not in {"name", "description", "tags", "space_id", "project_id"}}
+            entity.setdefault("type", "python")
+            if spec_name:
+                entity["software_spec"] = {"id": spec.get("id") or self._spec_id(spec_name), "name": spec_name}
+            doc = {"metadata": {"id": function_id, "name": body["name"], "description": body.get("description", ""),
+                                "tags": body.get("tags", []), "space_id": space_id, "created_at": created,
+                                "modified_at": created, "owner": self.username,
+                                "href": f"/ml/v4/functions/{function_id}"},
+                   "entity": entity}
+            self._functions[function_id] = StoredModel(Snapshot(doc))
+        return _json(201, doc)
+
+    def _spec_id(self, name: str) -> str:
+        if name in self.software_specs:
+            return self.software_specs[name]
+        return next(i for i, d in self._custom_specs.items() if d["metadata"]["name"] == name)
+
+    def _list_functions(self, request: Request) -> Response:
+        space_id = self._check_space(request.query.get("space_id"))
+        wanted = _tag_filter(request.query.get("tag.value"))
+        with self._lock:
+            items = [copy.deepcopy(f.latest.doc) for f in self._functions.values()
+                     if f.latest.doc["metadata"]["space_id"] == space_id
+                     and wanted(f.latest.doc["metadata"].get("tags") or [])]
+        return _json(200, {"resources": items, "total_count": len(items), "limit": len(items),
+                           "first": {"href": "/ml/v4/functions"}})
+
+    def _get_function(self, request: Request) -> Response:
+        with self._lock:
+            return _json(200, self._function_snapshot(request.params["id"], request.query.get("rev")).doc)
+
+    def _patch_function(self, request: Request) -> Response:
+        ops = request.json()
+        with self._lock:
+            function = self._function(request.params["id"])
+            doc = copy.deepcopy(function.latest.doc)
+            metadata_ops, entity_ops = [], []
+            for op in ops if isinstance(ops, list) else [ops]:
+                top = str(op.get("path", "")).lstrip("/").split("/")[0] if isinstance(op, dict) else ""
+                (metadata_ops if top in {"name", "description", "tags"} else entity_ops).append(op)
+            _apply_json_patch(doc["metadata"], metadata_ops)
+            _apply_json_patch(doc["entity"], entity_ops)
+            doc["metadata"]["modified_at"] = _now()
+            function.latest.doc = doc
+            return _json(200, doc)
+
+    def _delete_function(self, request: Request) -> Response:
+        with self._lock:
+            if self._functions.pop(request.params["id"], None) is None:
+                raise ApiError(404, "asset_not_found", f"Asset with id '{request.params['id']}' does not exist.")
+        return Response(204)
+
+    def _put_function_code(self, request: Request) -> Response:
+        if not request.body:
+            raise ApiError(400, "missing_content", "The request body with the function's code is empty.")
+        with self._lock:
+            function = self._function(request.params["id"])
+            function.latest.archive = request.body
+            function.latest.doc["entity"]["content_import_state"] = "completed"
+            function.latest.doc["metadata"]["modified_at"] = _now()
+        return _json(201, {"attachment_id": str(uuid.uuid4()), "content_format": "native", "persisted": True})
+
+    def _create_function_revision(self, request: Request) -> Response:
+        body = request.json() or {}
+        with self._lock:
+            function = self._function(request.params["id"])
+            rev = str(len(function.revisions) + 1)
+            doc = copy.deepcopy(function.latest.doc)
+            doc["metadata"]["rev"] = rev
+            doc["metadata"]["commit_info"] = {"committed_at": _now(), "commit_message": body.get("commit_message", "")}
+            function.revisions[rev] = Snapshot(doc, function.latest.archive)
+            return _json(201, doc)
+
+    def _list_function_revisions(self, request: Request) -> Response:
+        with self._lock:
+            function = self._function(request.params["id"])
+            items = [copy.deepcopy(s.doc) for s in function.revisions.values()]
+        return _json(200, {"resources": items, "total_count": len(items), "limit": len(items),
+                           "first": {"href": f"/ml/v4/functions/{request.params['id']}/revisions"}})
 
     # ----- deployments -----
 
@@ -885,10 +1263,45 @@ class WatsonEmulator:
         if not isinstance(asset, dict) or not asset.get("id"):
             raise ApiError(400, "invalid_asset", "Field 'asset' with an 'id' is required.")
         rev = asset.get("rev")
-        snapshot = self._snapshot(asset["id"], str(rev) if rev is not None else None)
-        if snapshot.pickle_bytes is None:
-            raise ApiError(400, "model_content_missing", f"Model '{asset['id']}' has no content to deploy.")
+        if asset["id"] in self._functions:
+            snapshot = self._function_snapshot(asset["id"], str(rev) if rev is not None else None)
+            if snapshot.archive is None:
+                raise ApiError(400, "function_content_missing", f"Function '{asset['id']}' has no code to deploy.")
+        else:
+            snapshot = self._snapshot(asset["id"], str(rev) if rev is not None else None)
+            if snapshot.pickle_bytes is None:
+                raise ApiError(400, "model_content_missing", f"Model '{asset['id']}' has no content to deploy.")
         return {"id": asset["id"], **({"rev": str(rev)} if rev is not None else {})}
+
+    def _asset_type(self, asset: dict[str, Any]) -> str:
+        return "function" if asset["id"] in self._functions else "model"
+
+    def _function_key(self, deployment_id: str, asset: dict[str, Any]) -> tuple[str, str, str]:
+        return deployment_id, str(asset["id"]), str(asset.get("rev") or "")
+
+    def _begin_load(self, deployment_id: str, deployment: StoredDeployment) -> None:
+        """Build the function's software specification and load its code, in the background (as the
+        service does while a deployment initializes); a failure fails the deployment with its message."""
+        asset = deployment.doc["entity"]["asset"]
+        if self._asset_type(asset) != "function":
+            deployment.loading = None
+            return
+        snapshot = self._function_snapshot(asset["id"], asset.get("rev"))
+        spec = snapshot.doc["entity"].get("software_spec") or {}
+        extensions: list[tuple[str, str, bytes]] = []
+        loading = Loading()
+        custom = self._custom_specs.get(str(spec.get("id")))
+        for entry in (custom or {}).get("entity", {}).get("software_specification", {}).get("package_extensions", []):
+            ext = self._package_extensions.get(entry["metadata"]["asset_id"])
+            if ext is None or ext.content is None:
+                loading.error = (f"package extension {entry['metadata']['asset_id']} of software specification "
+                                 f"{spec.get('name')} no longer exists")
+                loading.done.set()
+                deployment.loading = loading
+                return
+            extensions.append((entry["metadata"]["asset_id"], ext.filename, ext.content))
+        assert self._runtime is not None and snapshot.archive is not None
+        deployment.loading = self._runtime.load(self._function_key(deployment_id, asset), snapshot.archive, extensions)
 
     def _start_transition(self, deployment: StoredDeployment, state: str) -> None:
         """Begin an initializing/updating phase whose outcome was fixed by the fault knobs at request time."""
@@ -902,17 +1315,30 @@ class WatsonEmulator:
         status = deployment.doc["entity"]["status"]
         if status["state"] not in IN_PROGRESS:
             return
+        loading = deployment.loading
+        if loading is not None:
+            if not loading.done.is_set():
+                return  # still installing the package extensions or importing the function
+            deployment.loading = None
+            if loading.error and deployment.outcome == "ready":
+                deployment.outcome = "failed"
+                deployment.failure_message = f"Deployment of the Python function failed: {loading.error}"
         if deployment.polls_left > 0:
             deployment.polls_left -= 1
             return
         if deployment.outcome == "ready":
             status["state"] = "ready"
             status.pop("failure", None)
+            if self._runtime is not None:
+                asset = deployment.doc["entity"]["asset"]
+                self._runtime.keep_only(deployment.doc["metadata"]["id"], self._function_key(
+                    deployment.doc["metadata"]["id"], asset) if self._asset_type(asset) == "function" else None)
             return
         failure = {"errors": [{"code": "deployment_failed", "message": deployment.failure_message}]}
         if status["state"] == "updating" and deployment.previous_asset is not None:
             # IBM's API docs: a failed asset patch reverts to the previous asset and keeps serving it.
             deployment.doc["entity"]["asset"] = deployment.previous_asset
+            deployment.doc["entity"]["deployed_asset_type"] = self._asset_type(deployment.previous_asset)
             status["state"] = "ready"
         else:
             status["state"] = "failed"
@@ -936,7 +1362,7 @@ class WatsonEmulator:
                 status["online_url"] = {"url": f"{self.url}/ml/v4/deployments/{deployment_id}/predictions"}
                 status["serving_urls"] = [status["online_url"]["url"]]
             entity.update({
-                "asset": asset, "space_id": space_id, "deployed_asset_type": "model", "status": status,
+                "asset": asset, "space_id": space_id, "deployed_asset_type": self._asset_type(asset), "status": status,
                 "hardware_spec": {"id": self.hardware_specs.get(hw_name, hw.get("id")), "name": hw_name,
                                   "num_nodes": hw.get("num_nodes", 1)},
                 "custom": body.get("custom", {}), "description": body.get("description", ""),
@@ -948,6 +1374,7 @@ class WatsonEmulator:
                    "entity": entity}
             deployment = StoredDeployment(doc)
             self._start_transition(deployment, "initializing")
+            self._begin_load(deployment_id, deployment)
             self._deployments[deployment_id] = deployment
             return _json(202, doc)
 
@@ -981,6 +1408,7 @@ class WatsonEmulator:
             touched = _apply_json_patch(entity, ops)
             if "asset" in touched:
                 entity["asset"] = self._validate_asset(entity.get("asset"))
+                entity["deployed_asset_type"] = self._asset_type(entity["asset"])
             for key in ("name", "description", "tags"):
                 if key in touched:
                     deployment.doc["metadata"][key] = entity.get(key)
@@ -990,6 +1418,7 @@ class WatsonEmulator:
             if "asset" in touched or "hardware_spec" in touched:
                 deployment.previous_asset = previous_asset
                 self._start_transition(deployment, "updating")
+                self._begin_load(request.params["id"], deployment)
                 return _json(202, deployment.doc)
             return _json(200, deployment.doc)
 
@@ -997,6 +1426,8 @@ class WatsonEmulator:
         with self._lock:
             self._deployment(request.params["id"])
             del self._deployments[request.params["id"]]
+        if self._runtime is not None:
+            self._runtime.keep_only(request.params["id"], None)
         return Response(204)
 
     # ----- scoring -----
@@ -1065,7 +1496,22 @@ class WatsonEmulator:
         body = request.json()
         if not isinstance(body, dict) or "input_data" not in body:
             raise ApiError(400, "missing_input_data", "The request body must contain 'input_data'.")
+        if entity.get("deployed_asset_type") == "function":
+            return _json(200, self._run_function(request.params["id"], entity["asset"], body))
         return _json(200, {"predictions": self._predict(entity["asset"], body["input_data"])})
+
+    def _run_function(self, deployment_id: str, asset: dict[str, Any], payload: dict[str, Any]) -> Any:
+        """``score(payload)`` of the deployed function, run in its own process; Watson's error when it raises."""
+        assert self._runtime is not None
+        try:
+            result = self._runtime.score(self._function_key(deployment_id, asset), payload)
+        except FunctionError as exc:
+            raise ApiError(400, "function_scoring_failed", f"Error in the deployed Python function: {exc.message}") from None
+        if not isinstance(result, dict) or not isinstance(result.get("predictions"), list):
+            raise ApiError(500, "invalid_function_output",
+                           "The deployed Python function must return an object with a 'predictions' array, got "
+                           f"{type(result).__name__}.")
+        return result
 
     # ----- batch jobs -----
 
@@ -1101,7 +1547,13 @@ class WatsonEmulator:
         try:
             if deployment is None:
                 raise ApiError(404, "deployment_not_found", "The job's deployment was deleted.")
-            scoring["predictions"] = self._predict(deployment.doc["entity"]["asset"], scoring["input_data"])
+            asset = deployment.doc["entity"]["asset"]
+            if deployment.doc["entity"].get("deployed_asset_type") == "function":
+                result = self._run_function(deployment.doc["metadata"]["id"], asset,
+                                            {"input_data": scoring["input_data"]})
+                scoring["predictions"] = result["predictions"]
+            else:
+                scoring["predictions"] = self._predict(asset, scoring["input_data"])
             scoring["status"] = {"state": "completed", "running_at": scoring["status"].get("running_at"),
                                  "completed_at": _now()}
         except ApiError as exc:
