@@ -100,7 +100,7 @@ def score_with_transform_job(target: SageMakerTarget, deployment: Deployment, fr
             got = target.aws.call(f"reading batch output s3://{settings.bucket}/{out_key}",
                                   functools.partial(s3.get_object, Bucket=settings.bucket, Key=out_key),
                                   permission="s3:GetObject", error=ScoringError) or {}
-            answers.append(Predictions.decode(json.loads(got["Body"].read())))
+            answers.append(target.predictions(deployment, json.loads(got["Body"].read())))
     finally:
         for key in target._objects(deployment.name):
             if key.startswith(f"{base}/"):

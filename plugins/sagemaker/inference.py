@@ -12,6 +12,14 @@ The container has scikit-learn, numpy, pandas and joblib, but not deploykit: the
 schema check are deploykit's own modules, vendored beside this file as the package ``_dkserve``
 when the tarball is built (``deploykit_plugins.sagemaker.packaging``). Nothing here imports
 ``deploykit``, and nothing is installed at container start (network isolation works).
+
+A scoring-script bundle (``deploykit.json`` has a ``bundle`` manifest) is served by deploykit's
+own ``ScriptModel`` (vendored as ``_dkserve.bundle``): ``model_fn`` sets ``modelFileName`` and
+the env file's variables in this process and imports the script from ``bundle/``; ``predict_fn``
+calls ``score(data, base_path)`` with each row as JSON text (Neomaril's contract) and answers
+``{"predictions": [the script's answer per row]}``. A JSON object that is not a table (or
+Neomaril's ``{"Input": {...}}``, unwrapped) is one request: its answer is returned as it is.
+Only the bundle's ``code/requirements.txt`` is installed at start, by the container.
 """
 
 from __future__ import annotations
@@ -61,13 +69,41 @@ class Served:
         self.scorer = ModelScorer(self)  # duck-types the Artifact it reads
 
 
-def model_fn(model_dir: str) -> Served:
-    """Load the model file and schema deploykit packed into ``model_dir`` (``/opt/ml/model``)."""
+class ScriptServed:
+    """What ``model_fn`` returns for a scoring-script bundle: deploykit's ScriptModel, loaded."""
+
+    def __init__(self, script: Any, manifest: dict[str, Any]) -> None:
+        self.script = script
+        self.manifest = manifest
+
+
+class ScriptAnswer:
+    """The script's answers: one per row (``rows``), or one request's answer as it is (``single``)."""
+
+    def __init__(self, answers: list[Any], single: bool) -> None:
+        self.answers = answers
+        self.single = single
+
+    def encode(self, protocol: str) -> Any:
+        """The response body: the answer itself for one request, ``{"predictions": [...]}`` for rows."""
+        return self.answers[0] if self.single else {"predictions": self.answers}
+
+
+def model_fn(model_dir: str) -> Served | ScriptServed:
+    """Load the model file and schema deploykit packed into ``model_dir`` (``/opt/ml/model``), or
+    the scoring script of a bundle (its environment set, its module imported)."""
     import joblib
     from _dkserve.schema import Schema
 
     with open(os.path.join(model_dir, MANIFEST), encoding="utf-8") as handle:
         manifest = json.load(handle)
+    if manifest.get("bundle"):
+        from pathlib import Path
+
+        from _dkserve.bundle import ScriptModel
+
+        folder = Path(model_dir) / manifest.get("bundle_dir", "bundle")
+        return ScriptServed(ScriptModel(folder, manifest["bundle"]).load(), manifest)
     model = joblib.load(os.path.join(model_dir, manifest["model_file"]))
     schema = Schema.read(os.path.join(model_dir, "schema.json"))
     return Served(model, schema, manifest)
@@ -94,12 +130,61 @@ def input_fn(request_body: Any, request_content_type: str | None) -> tuple[str, 
                                   "with a header") from None
 
 
-def predict_fn(input_data: tuple[str, Any], model: Served) -> Any:
-    """Decode the payload, check it against the schema (422 listing every problem), score it."""
+def _one_request(obj: Any) -> Any:
+    """The JSON of one Neomaril request when ``obj`` is one (an object that is no table payload,
+    or ``{"Input": {...}}``); None for rows."""
+    from _dkserve import payload
+    from _dkserve.errors import PayloadError
+
+    if not isinstance(obj, dict):
+        return None
+    if set(obj) == {"Input"} and isinstance(obj["Input"], dict):
+        return obj["Input"]
+    try:
+        return obj if payload.detect_format(obj) == "records" else None
+    except PayloadError:
+        return obj
+
+
+def _score_script(input_data: tuple[str, Any], model: ScriptServed) -> ScriptAnswer:
+    """Call the script per row (each row's JSON text) or once for one request."""
+    from _dkserve import payload
+    from _dkserve.bundle import ScriptFailure
+    from _dkserve.errors import PayloadError
+
+    kind, obj = input_data
+    single = _one_request(obj) if kind == "json" else None
+    if single is not None:
+        texts = [json.dumps(payload.jsonable(single))]
+    else:
+        try:
+            table = payload.decode_table(obj, None, "csv" if kind == "csv" else None)
+        except PayloadError as exc:
+            raise InferenceError(400, str(exc)) from None
+        if table.rows == 0:
+            raise InferenceError(400, "the payload has no rows; send at least one row")
+        names = list(table.columns)
+        texts = [json.dumps(payload.jsonable({n: table.columns[n][i] for n in names})) for i in range(table.rows)]
+    answers = []
+    for text in texts:
+        try:
+            answers.append(model.script.score_sync(text))
+        except ScriptFailure as exc:
+            sys.stderr.write(exc.traceback)
+            sys.stderr.flush()
+            raise InferenceError(422 if exc.bad_input else 500, f"the scoring script failed: {exc.message}") from None
+    return ScriptAnswer(answers, single is not None)
+
+
+def predict_fn(input_data: tuple[str, Any], model: Served | ScriptServed) -> Any:
+    """Decode the payload, check it against the schema (422 listing every problem), score it;
+    for a bundle, call its script (a failure is 422 for bad input, else 500, with its message)."""
     import pandas as pd
     from _dkserve import payload
     from _dkserve.errors import PayloadError, SchemaError
 
+    if isinstance(model, ScriptServed):
+        return _score_script(input_data, model)
     kind, obj = input_data
     try:
         table = payload.decode_table(obj, model.columns, "csv" if kind == "csv" else None, types=model.types)
@@ -125,6 +210,9 @@ def output_fn(prediction: Any, accept: str | None) -> tuple[str, str]:
     want = (accept or "application/json").split(";")[0].strip().lower()
     if want in ("application/json", "*/*", ""):
         return json.dumps(prediction.encode("deploykit")), "application/json"
+    if isinstance(prediction, ScriptAnswer):
+        raise InferenceError(406, f"Accept {want!r} is not supported for a scoring script, which answers JSON; "
+                                  "ask for application/json")
     if want in _CSV:
         return prediction.encode("csv"), "text/csv"
     raise InferenceError(406, f"Accept {want!r} is not supported; ask for application/json or text/csv")

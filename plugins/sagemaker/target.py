@@ -35,6 +35,7 @@ import functools
 import hashlib
 import json
 import re
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from deploykit.deployment import Deployment
@@ -64,6 +65,8 @@ STATUSES = {"InService": "ready", "Creating": "pending", "Updating": "pending", 
             "UpdateRollbackFailed": "failed"}
 _MOVING = {"Creating", "Updating", "SystemUpdating", "RollingBack", "Deleting"}
 SHA_ENV = "DEPLOYKIT_MODEL_SHA256"
+#: The container environment variable marking a scoring-script bundle (its mode), read back by reconcile.
+BUNDLE_ENV = "DEPLOYKIT_BUNDLE"
 
 
 def revision_names(name: str, revision: int, digest: str) -> str:
@@ -77,6 +80,21 @@ def _revision_pattern(name: str) -> re.Pattern[str]:
 
 def _log_group(endpoint: str) -> str:
     return f"/aws/sagemaker/Endpoints/{endpoint}"
+
+
+def _script_sklearn_version() -> str:
+    """The scikit-learn container for a scoring script: the one of the scikit-learn installed here
+    (the script's pickles were most likely written with it), else the newest; ``sagemaker.image_uri``
+    or the bundle's requirements pin another."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from deploykit_plugins.sagemaker.images import VERSIONS
+
+    try:
+        installed = ".".join(version("scikit-learn").split(".")[:2])
+    except PackageNotFoundError:
+        installed = ""
+    return installed if installed in VERSIONS else max(VERSIONS, key=lambda v: tuple(map(int, v.split("."))))
 
 
 class SageMakerTarget:
@@ -123,11 +141,31 @@ class SageMakerTarget:
                 "serving image, which deploykit cannot pick for you: set sagemaker.image_uri to that image in your "
                 "account's ECR (built and pushed by 'mlflow sagemaker build-and-push-container'), or deploy the "
                 "model's joblib/pickle file for SageMaker's scikit-learn container")
+        if artifact.flavor == "script":
+            return table_image_uri(self.settings.region, _script_sklearn_version())
         if artifact.framework not in ("scikit-learn", "sklearn"):
             raise DeploymentError(
                 f"{artifact.path.name} holds a {artifact.framework} model, and deploykit picks SageMaker "
                 "containers for scikit-learn models only; set sagemaker.image_uri to a container that loads it")
         return table_image_uri(self.settings.region, artifact.framework_version)
+
+    def _check_bundle(self, artifact: Artifact) -> None:
+        """Refuse, before anything is created, the bundles SageMaker cannot serve as deploykit packs them."""
+        if artifact.flavor != "script":
+            return
+        bundle = artifact.extra.get("bundle") or {}
+        if bundle.get("mode", "sync") != "sync":
+            raise DeploymentError(
+                f"the scoring script {bundle.get('entrypoint')!r} is an async (file in, file out) script, which the "
+                "sagemaker target does not deploy: its endpoints call a script per request (sync). Deploy the async "
+                "script to the local target (deploykit score NAME file.csv --async) or to watsonml (a batch job), "
+                "or write a sync score(data, base_path) for SageMaker and score files with 'deploykit batch NAME IN "
+                "OUT --target sagemaker'")
+        if bundle.get("requirements") and self.settings.network_isolation:
+            raise DeploymentError(
+                f"the bundle's requirements file {bundle['requirements']!r} is installed by SageMaker's container at "
+                "start, which sagemaker.network_isolation forbids (no network); turn network_isolation off, or "
+                "drop the requirements (ship pure-Python modules as extra files)")
 
     def _variant(self, model_name: str) -> dict[str, Any]:
         s = self.settings
@@ -202,10 +240,17 @@ class SageMakerTarget:
     # -- creating one revision ----------------------------------------------------------------
     def _upload(self, artifact: Artifact, plan: dict[str, Any]) -> str:
         """Build and upload model.tar.gz; S3 checks the SHA-256 on receipt and it is read back after."""
-        from deploykit_plugins.sagemaker.packaging import build_model_tarball
+        import tempfile
 
+        from deploykit_plugins.sagemaker.packaging import build_model_tarball, is_bundle
+
+        if is_bundle(artifact):  # it holds the env file: no copy of it is kept under .deploykit/
+            with tempfile.TemporaryDirectory(prefix="deploykit-sagemaker-") as scratch:
+                return self._upload_tarball(*build_model_tarball(artifact, Path(scratch) / "model.tar.gz"), plan)
         folder = self.context.state_dir / "sagemaker" / plan["resource"]
-        path, sha = build_model_tarball(artifact, folder / "model.tar.gz")
+        return self._upload_tarball(*build_model_tarball(artifact, folder / "model.tar.gz"), plan)
+
+    def _upload_tarball(self, path: Path, sha: str, plan: dict[str, Any]) -> str:
         checksum = base64.b64encode(bytes.fromhex(sha)).decode()
         bucket, key = plan["bucket"], plan["key"]
         uri = f"s3://{bucket}/{key}"
@@ -240,6 +285,8 @@ class SageMakerTarget:
         else:
             environment.update(SAGEMAKER_PROGRAM="inference.py", SAGEMAKER_SUBMIT_DIRECTORY="/opt/ml/model/code",
                                SAGEMAKER_CONTAINER_LOG_LEVEL="20")
+        if artifact.flavor == "script":  # the mode only: the env file's variables stay inside the tarball
+            environment[BUNDLE_ENV] = str(artifact.extra.get("mode") or "sync")
         kwargs: dict[str, Any] = {
             "ModelName": model_name, "ExecutionRoleArn": s.role_arn, "Tags": self._tags(name, plan["revision"]),
             "PrimaryContainer": {"Image": plan["image"], "ModelDataUrl": uri, "Environment": environment},
@@ -293,6 +340,8 @@ class SageMakerTarget:
         asynchronous = self._async_config(carried)
         if asynchronous:
             ids["async_output"] = asynchronous["OutputConfig"]["S3OutputPath"]
+        if artifact.flavor == "script":
+            ids["bundle"] = str(artifact.extra.get("mode") or "sync")
         self.context.note(**ids)
         try:
             self._upload(artifact, plan)
@@ -338,6 +387,7 @@ class SageMakerTarget:
     def deploy(self, artifact: Artifact, name: str) -> Deployment:
         """Upload, create model, config and endpoint ``name`` (revision 1); answers while Creating."""
         self._action = "create"
+        self._check_bundle(artifact)
         existing = self._describe_endpoint(name)
         if existing is not None:
             raise DeploymentError(
@@ -366,6 +416,7 @@ class SageMakerTarget:
         """A new model and config, then a blue/green ``update_endpoint`` to it (the old config serves
         until the new fleet is healthy). An endpoint deleted outside deploykit is created again."""
         self._action = "update"
+        self._check_bundle(artifact)
         name = current.name
         revision = max(current.revisions) + 1
         endpoint = self._describe_endpoint(name)
@@ -618,6 +669,9 @@ class SageMakerTarget:
                    "config_arn": config.get("EndpointConfigArn"),
                    "model_data_url": (model.get("PrimaryContainer") or {}).get("ModelDataUrl"),
                    "image_uri": (model.get("PrimaryContainer") or {}).get("Image")}
+            bundle = ((model.get("PrimaryContainer") or {}).get("Environment") or {}).get(BUNDLE_ENV)
+            if bundle:
+                ids["bundle"] = bundle
             for resource in sorted(made - {serving} - used):
                 self._remove_revision(name, resource)
             self.context.progress(f"adopted revision {op.revision} of {name!r}: endpoint {name} serves {serving}")
@@ -661,7 +715,7 @@ class SageMakerTarget:
     def score(self, deployment: Deployment, frame: pd.DataFrame) -> Predictions:
         """``invoke_endpoint`` with the rows as MLflow ``dataframe_split`` JSON; deploykit's handlers
         in the container answer labels and probabilities."""
-        from deploykit.payload import Predictions, encode
+        from deploykit.payload import encode
 
         name = str(deployment.ids.get("endpoint_name") or deployment.name)
         columns = deployment.columns
@@ -669,7 +723,7 @@ class SageMakerTarget:
             frame = frame[columns]
         body = json.dumps(encode(frame, "dataframe_split"), default=str).encode()
         if deployment.ids.get("async_output"):
-            return self._score_async(name, body, len(frame))
+            return self._score_async(name, body, len(frame), deployment)
         if len(body) > MAX_BODY_BYTES:
             raise PayloadError(
                 f"{len(frame)} row(s) make a request of {len(body)} bytes, over SageMaker's invoke_endpoint limit "
@@ -691,14 +745,27 @@ class SageMakerTarget:
         except ValueError:
             raise ScoringError(f"endpoint {name!r} answered {raw[:200]!r}, which is not JSON; is its container "
                                "running deploykit's inference.py? Deploy again") from None
-        return Predictions.decode(decoded)
+        return self.predictions(deployment, decoded)
 
-    def _score_async(self, name: str, body: bytes, rows: int) -> Predictions:
+    def predictions(self, deployment: Deployment, decoded: Any) -> Predictions:
+        """The container's JSON answer as Predictions: for a scoring script, one label per row holding
+        the script's answer (``raw`` the whole body); else any response shape deploykit reads."""
+        from deploykit.payload import Predictions
+
+        if not deployment.ids.get("bundle"):
+            return Predictions.decode(decoded)
+        answers = decoded.get("predictions") if isinstance(decoded, dict) else None
+        if not isinstance(answers, list):
+            raise ScoringError(f"the scoring script on endpoint {deployment.name!r} answered {str(decoded)[:200]!r} "
+                               "instead of deploykit's {'predictions': [...]}; is the endpoint serving deploykit's "
+                               "inference.py? Deploy again")
+        return Predictions(answers, None, None, raw=decoded)
+
+    def _score_async(self, name: str, body: bytes, rows: int, deployment: Deployment) -> Predictions:
         """``invoke_endpoint_async``: the body goes to S3, the answer is awaited at the output location
         (bounded by ``async_inference.timeout_seconds``); the request's S3 objects are removed after."""
         import uuid
 
-        from deploykit.payload import Predictions
 
         s3, runtime = self.aws.client("s3"), self.aws.client("sagemaker-runtime")
         bucket = self.settings.bucket
@@ -741,9 +808,10 @@ class SageMakerTarget:
             raise ScoringError(f"the model on async endpoint {name!r} refused the request: {text}; see the "
                                f"CloudWatch log group {_log_group(name)}", body=text)
         try:
-            return Predictions.decode(json.loads(raw))
+            decoded = json.loads(raw)
         except ValueError:
             raise ScoringError(f"the async answer of endpoint {name!r} at {location} is not JSON: {raw[:200]!r}") from None
+        return self.predictions(deployment, decoded)
 
     def _scoring_error(self, name: str, exc: Exception) -> DeployKitError:
         from deploykit_plugins.sagemaker.session import error_code
