@@ -56,7 +56,7 @@ _PACKAGE = "_dkserve"
 #: The folder of the tarball (of ``/opt/ml/model``) a bundle's files are in: the script's ``base_path``.
 BUNDLE_DIR = "bundle"
 _PRIVATE = 0o600
-_IMPORT = re.compile(r"\bdeploykit\.(?=[a-z_])")
+_IMPORT = re.compile(r"\bdeploykit\.(?=[a-z_])(?!(?:yaml|json)\b)")  # modules, not deploykit.yaml/.json files
 _SHIMS = {
     "__init__.py": '"""deploykit\'s codecs and schema check, vendored for the SageMaker container (no deploykit there)."""\n',
     "hookspecs.py": ('"""Stand-in for deploykit.hookspecs: the codecs register directly, no plugin manager."""\n\n'

@@ -159,8 +159,8 @@ class SageMakerTarget:
                 f"the scoring script {bundle.get('entrypoint')!r} is an async (file in, file out) script, which the "
                 "sagemaker target does not deploy: its endpoints call a script per request (sync). Deploy the async "
                 "script to the local target (deploykit score NAME file.csv --async) or to watsonml (a batch job), "
-                "or write a sync score(data, base_path) for SageMaker and score files with 'deploykit batch NAME IN "
-                "OUT --target sagemaker'")
+                "or write a sync score(data, base_path) for SageMaker and score a file of rows as a batch transform "
+                "job ('python -m deploykit_plugins.sagemaker.batch NAME rows.csv')")
         if bundle.get("requirements") and self.settings.network_isolation:
             raise DeploymentError(
                 f"the bundle's requirements file {bundle['requirements']!r} is installed by SageMaker's container at "

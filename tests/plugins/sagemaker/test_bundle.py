@@ -27,6 +27,7 @@ from deploykit.bundle import Script
 from deploykit.errors import DeploymentError, ScoringError
 from deploykit.lifecycle import open_target
 from deploykit.operations import PendingOperation
+from deploykit_plugins.sagemaker import batch
 from deploykit_plugins.sagemaker.packaging import build_model_tarball
 from tests.plugins.sagemaker.conftest import BUCKET, SageMakerProject, boto_client, leftovers
 
@@ -165,6 +166,10 @@ def test_neomaril_script_update_rollback_delete(sm_project: SageMakerProject, tm
     back = deploykit.rollback(NAME, **sm_project.kwargs(NAME))
     assert (back.revision, back.ids["config_name"], back.ids["bundle"]) == (1, dep.ids["config_name"], "sync")
     assert _score(sm_project, bank_rows).labels == _expected(bank_model, bank_rows)
+    # a file of rows as one batch transform job of the same model: the script per row there too
+    scored = batch.score_batch(NAME, bank_rows, credentials=sm_project.credentials, metadata=sm_project.metadata,
+                               timeout=120)
+    assert scored.labels == _expected(bank_model, bank_rows)
 
     deploykit.delete(NAME, **sm_project.kwargs(NAME))
     assert leftovers(sm_project.emulator, NAME) == []
@@ -322,3 +327,13 @@ print(json.dumps({{"body": json.loads(body), "token": len(os.environ["API_TOKEN"
     answer = json.loads(run.stdout)
     assert answer["modules"] == [] and (answer["token"], answer["model"]) == (len(SECRET), "model.pkl")
     assert answer["body"] == {"predictions": _expected(bank_model, bank_rows)}
+
+
+def test_script_failing_at_import_fails_the_endpoint_with_its_message(sm_project: SageMakerProject,
+                                                                     tmp_path: Path) -> None:
+    folder = _write(tmp_path / "broken", {
+        "app.py": "raise RuntimeError('the feature store is unreachable')\n\ndef score(data, base_path):\n"
+                  "    return {}\n"})
+    with pytest.raises(DeploymentError, match=r"RuntimeError: the feature store is unreachable"):
+        _deploy(sm_project, Script("app.py:score", name=NAME, root=folder))
+    assert sm_project.record(NAME) is None and leftovers(sm_project.emulator, NAME) == []  # a failed create is undone
