@@ -65,6 +65,8 @@ STATUSES = {"InService": "ready", "Creating": "pending", "Updating": "pending", 
             "UpdateRollbackFailed": "failed"}
 _MOVING = {"Creating", "Updating", "SystemUpdating", "RollingBack", "Deleting"}
 SHA_ENV = "DEPLOYKIT_MODEL_SHA256"
+_SUFFIX = {"application/json": ".json", "text/csv": ".csv", "application/x-parquet": ".parquet",
+           "application/jsonlines": ".jsonl"}
 #: The container environment variable marking a scoring-script bundle (its mode), read back by reconcile.
 BUNDLE_ENV = "DEPLOYKIT_BUNDLE"
 
@@ -80,6 +82,39 @@ def _revision_pattern(name: str) -> re.Pattern[str]:
 
 def _log_group(endpoint: str) -> str:
     return f"/aws/sagemaker/Endpoints/{endpoint}"
+
+
+def _bundle_mode(artifact: Artifact) -> str | None:
+    """``sync`` or ``async`` for a scoring-script bundle, None for a model."""
+    if artifact.flavor != "script":
+        return None
+    return str(artifact.extra.get("mode") or (artifact.extra.get("bundle") or {}).get("mode") or "sync")
+
+
+def _output_predictions(output: bytes) -> Predictions:
+    """An async script's output file (CSV, Parquet, JSON Lines or JSON) as Predictions: one label per
+    output row (a dict of its columns), ``raw`` the file's bytes."""
+    import io
+
+    import pandas as pd
+
+    from deploykit.payload import Predictions, jsonable
+
+    try:
+        if output.startswith(b"PAR1"):
+            frame = pd.read_parquet(io.BytesIO(output))
+        elif output.lstrip().startswith((b"[", b"{")):
+            text = output.decode("utf-8")
+            try:
+                frame = pd.DataFrame(json.loads(text))
+            except ValueError:
+                frame = pd.read_json(io.StringIO(text), lines=True)
+        else:
+            frame = pd.read_csv(io.BytesIO(output))
+    except Exception as exc:
+        raise ScoringError(f"the async script's output file ({len(output)} bytes, starting {output[:60]!r}) is not "
+                           f"CSV, Parquet or JSON ({type(exc).__name__}: {exc}); write one of those") from None
+    return Predictions([jsonable(r) for r in frame.to_dict("records")], None, None, raw=output)
 
 
 def _script_sklearn_version() -> str:
@@ -154,13 +189,6 @@ class SageMakerTarget:
         if artifact.flavor != "script":
             return
         bundle = artifact.extra.get("bundle") or {}
-        if bundle.get("mode", "sync") != "sync":
-            raise DeploymentError(
-                f"the scoring script {bundle.get('entrypoint')!r} is an async (file in, file out) script, which the "
-                "sagemaker target does not deploy: its endpoints call a script per request (sync). Deploy the async "
-                "script to the local target (deploykit score NAME file.csv --async) or to watsonml (a batch job), "
-                "or write a sync score(data, base_path) for SageMaker and score a file of rows as a batch transform "
-                "job ('python -m deploykit_plugins.sagemaker.batch NAME rows.csv')")
         if bundle.get("requirements") and self.settings.network_isolation:
             raise DeploymentError(
                 f"the bundle's requirements file {bundle['requirements']!r} is installed by SageMaker's container at "
@@ -189,12 +217,21 @@ class SageMakerTarget:
             out["KmsKeyId"] = capture.kms_key_id
         return out
 
-    def _async_config(self, carried: dict[str, Any]) -> dict[str, Any] | None:
+    def _async_config(self, carried: dict[str, Any], artifact: Artifact | None = None,
+                      name: str = "") -> dict[str, Any] | None:
         """The config's AsyncInferenceConfig: from the settings, else the serving config's (AWS refuses to
-        drop it on an update)."""
+        drop it on an update), else for an async scoring script one writing under ``{prefix}/{name}/async-output``."""
         setting = self.settings.async_inference
+        if setting is None and carried.get("AsyncInferenceConfig"):
+            return dict(carried["AsyncInferenceConfig"])
+        if setting is None and artifact is not None and _bundle_mode(artifact) == "async":
+            base = "/".join(p for p in (self.settings.bucket, self.settings.prefix, name, "async-output") if p)
+            output: dict[str, Any] = {"S3OutputPath": f"s3://{base}", "S3FailurePath": f"s3://{base}/failures"}
+            if self.settings.kms_key_id:
+                output["KmsKeyId"] = self.settings.kms_key_id
+            return {"OutputConfig": output}
         if setting is None:
-            return carried.get("AsyncInferenceConfig")
+            return None
         output: dict[str, Any] = {"S3OutputPath": setting.output_path,
                                   "S3FailurePath": setting.failure_path or f"{setting.output_path}/failures"}
         if self.settings.kms_key_id:
@@ -231,11 +268,11 @@ class SageMakerTarget:
         shaping = {"sha256": artifact.sha256, "image": image, "role": s.role_arn, "variant": self._variant("-"),
                    "vpc": s.vpc_config.model_dump() if s.vpc_config else None, "kms": s.kms_key_id,
                    "isolation": s.network_isolation, "tags": s.tags, "carried": carried,
-                   "capture": self._data_capture(), "async": self._async_config(carried)}
+                   "capture": self._data_capture(), "async": self._async_config(carried, artifact, name)}
         digest = hashlib.sha256(json.dumps(shaping, sort_keys=True, default=str).encode()).hexdigest()
         resource = revision_names(name, revision, digest)
         return {"resource": resource, "image": image, "bucket": s.bucket, "key": self._key(name, resource),
-                "revision": revision}
+                "revision": revision, "async": shaping["async"]}
 
     # -- creating one revision ----------------------------------------------------------------
     def _upload(self, artifact: Artifact, plan: dict[str, Any]) -> str:
@@ -286,7 +323,7 @@ class SageMakerTarget:
             environment.update(SAGEMAKER_PROGRAM="inference.py", SAGEMAKER_SUBMIT_DIRECTORY="/opt/ml/model/code",
                                SAGEMAKER_CONTAINER_LOG_LEVEL="20")
         if artifact.flavor == "script":  # the mode only: the env file's variables stay inside the tarball
-            environment[BUNDLE_ENV] = str(artifact.extra.get("mode") or "sync")
+            environment[BUNDLE_ENV] = str(_bundle_mode(artifact))
         kwargs: dict[str, Any] = {
             "ModelName": model_name, "ExecutionRoleArn": s.role_arn, "Tags": self._tags(name, plan["revision"]),
             "PrimaryContainer": {"Image": plan["image"], "ModelDataUrl": uri, "Environment": environment},
@@ -315,7 +352,7 @@ class SageMakerTarget:
         capture = self._data_capture() or carried.get("DataCaptureConfig")
         if capture:
             kwargs["DataCaptureConfig"] = capture
-        asynchronous = self._async_config(carried)
+        asynchronous = plan["async"]
         if asynchronous:
             kwargs["AsyncInferenceConfig"] = asynchronous
         if self._describe_config(config) is None:
@@ -337,11 +374,11 @@ class SageMakerTarget:
         ids: dict[str, Any] = {"region": self.settings.region, "endpoint_name": name, "model_name": resource,
                                "config_name": resource, "model_data_url": f"s3://{plan['bucket']}/{plan['key']}",
                                "image_uri": plan["image"]}
-        asynchronous = self._async_config(carried)
+        asynchronous = plan["async"]
         if asynchronous:
             ids["async_output"] = asynchronous["OutputConfig"]["S3OutputPath"]
         if artifact.flavor == "script":
-            ids["bundle"] = str(artifact.extra.get("mode") or "sync")
+            ids["bundle"] = str(_bundle_mode(artifact))
         self.context.note(**ids)
         try:
             self._upload(artifact, plan)
@@ -721,6 +758,9 @@ class SageMakerTarget:
         columns = deployment.columns
         if columns and set(columns) == {str(c) for c in frame.columns} and list(frame.columns) != columns:
             frame = frame[columns]
+        if deployment.ids.get("bundle") == "async":  # the rows as the script's input file, its output file read back
+            output = self.score_file(deployment, frame.to_csv(index=False).encode(), "text/csv", rows=len(frame))
+            return _output_predictions(output)
         body = json.dumps(encode(frame, "dataframe_split"), default=str).encode()
         if deployment.ids.get("async_output"):
             return self._score_async(name, body, len(frame), deployment)
@@ -761,24 +801,46 @@ class SageMakerTarget:
                                "inference.py? Deploy again")
         return Predictions(answers, None, None, raw=decoded)
 
+    def score_file(self, deployment: Deployment, data: bytes, content_type: str, rows: int | None = None) -> bytes:
+        """One execution of an async scoring script: ``data`` (the input file's bytes, ``content_type``
+        ``text/csv``, ``application/x-parquet``, ``application/jsonlines`` or ``application/json``) goes to
+        S3, ``invoke_endpoint_async`` runs ``score(data_path, model_path)`` on it in the container, and
+        the output file's bytes are returned (ScoringError with the script's message if it failed)."""
+        if deployment.ids.get("bundle") != "async":
+            raise ScoringError(f"{deployment.name!r} on sagemaker is not an async scoring script (it is "
+                               f"{'a sync script' if deployment.ids.get('bundle') else 'a model'}); score rows with "
+                               f"'deploykit score {deployment.name} rows.csv'")
+        name = str(deployment.ids.get("endpoint_name") or deployment.name)
+        what = f"{rows} row(s)" if rows is not None else f"a {len(data)}-byte file"
+        return self._invoke_async(name, data, content_type, what, "*/*")
+
     def _score_async(self, name: str, body: bytes, rows: int, deployment: Deployment) -> Predictions:
+        """``invoke_endpoint_async`` of the rows as JSON; the answer decoded as Predictions."""
+        raw = self._invoke_async(name, body, "application/json", f"{rows} row(s)", "application/json")
+        try:
+            decoded = json.loads(raw)
+        except ValueError:
+            raise ScoringError(f"the async answer of endpoint {name!r} is not JSON: {raw[:200]!r}") from None
+        return self.predictions(deployment, decoded)
+
+    def _invoke_async(self, name: str, body: bytes, content_type: str, what: str, accept: str) -> bytes:
         """``invoke_endpoint_async``: the body goes to S3, the answer is awaited at the output location
         (bounded by ``async_inference.timeout_seconds``); the request's S3 objects are removed after."""
         import uuid
 
-
         s3, runtime = self.aws.client("s3"), self.aws.client("sagemaker-runtime")
         bucket = self.settings.bucket
-        key = "/".join(p for p in (self.settings.prefix, name, "async-input", f"{uuid.uuid4().hex}.json") if p)
+        request = f"{uuid.uuid4().hex}{_SUFFIX.get(content_type, '.input')}"
+        key = "/".join(p for p in (self.settings.prefix, name, "async-input", request) if p)
         timeout = self.settings.async_inference.timeout_seconds if self.settings.async_inference else 900.0
         self.aws.call(f"uploading the request to s3://{bucket}/{key}",
                       lambda: s3.put_object(Bucket=bucket, Key=key, Body=body), permission="s3:PutObject",
                       error=ScoringError)
         locations: list[str] = []
         try:
-            answer = self.aws.call(f"scoring {rows} row(s) on async endpoint {name!r}", lambda: runtime.invoke_endpoint_async(
-                EndpointName=name, InputLocation=f"s3://{bucket}/{key}", ContentType="application/json",
-                Accept="application/json", InvocationTimeoutSeconds=min(3600, max(1, int(timeout)))),
+            answer = self.aws.call(f"scoring {what} on async endpoint {name!r}", lambda: runtime.invoke_endpoint_async(
+                EndpointName=name, InputLocation=f"s3://{bucket}/{key}", ContentType=content_type,
+                Accept=accept, InvocationTimeoutSeconds=min(3600, max(1, int(timeout)))),
                 permission="sagemaker:InvokeEndpointAsync", error=ScoringError) or {}
             locations = [str(answer[k]) for k in ("OutputLocation", "FailureLocation") if answer.get(k)]
 
@@ -807,11 +869,7 @@ class SageMakerTarget:
                 pass
             raise ScoringError(f"the model on async endpoint {name!r} refused the request: {text}; see the "
                                f"CloudWatch log group {_log_group(name)}", body=text)
-        try:
-            decoded = json.loads(raw)
-        except ValueError:
-            raise ScoringError(f"the async answer of endpoint {name!r} at {location} is not JSON: {raw[:200]!r}") from None
-        return self.predictions(deployment, decoded)
+        return raw
 
     def _scoring_error(self, name: str, exc: Exception) -> DeployKitError:
         from deploykit_plugins.sagemaker.session import error_code

@@ -1,7 +1,8 @@
-"""Scoring-script bundles (Neomaril's sync contract) on the sagemaker target, against the SageMaker emulator with
-the real boto3 client: the script runs in the emulated scikit-learn container from ``code/inference.py`` (no
+"""Scoring-script bundles (Neomaril's contract) on the sagemaker target, against the SageMaker emulator with the
+real boto3 client: the script runs in the emulated scikit-learn container from ``code/inference.py`` (no
 deploykit there), answers like the script called in process, updates, rolls back, deletes and reconciles like a
-model file; the env file's secret reaches the script and nowhere else; async bundles are refused by name."""
+model file; the env file's secret reaches the script and nowhere else; an async script runs on SageMaker async
+inference, one input file per execution."""
 
 from __future__ import annotations
 
@@ -89,6 +90,22 @@ def numeric(row):
 
 def slug(text):
     return unidecode(text).upper()
+'''
+
+# Neomaril's documented async script: the input file named by inputFileName, output.csv written beside it
+ASYNC_SCRIPT = '''import os
+
+import joblib
+import pandas as pd
+
+
+def score(data_path, model_path):
+    model = joblib.load(model_path + "/model.pkl")
+    frame = pd.read_csv(data_path + "/" + os.getenv("inputFileName"))
+    proba = model.predict_proba(frame)
+    path = data_path + "/output.csv"
+    pd.DataFrame({"pred": proba.argmax(axis=1), "proba": proba[:, 1]}).to_csv(path, index=False)
+    return path
 '''
 
 SECRET_SCRIPT = '''import os
@@ -251,12 +268,47 @@ def test_env_secret_reaches_the_script_and_nothing_else(sm_project: SageMakerPro
     deploykit.delete(NAME, **sm_project.kwargs(NAME))
 
 
-def test_async_bundle_and_isolated_requirements_are_refused(sm_project: SageMakerProject, tmp_path: Path) -> None:
-    folder = _write(tmp_path / "async", {
-        "job.py": "import os\n\ndef score(data_path, model_path):\n    return data_path + 'output.csv'\n",
-        "requirements.txt": "joblib\n"})
-    with pytest.raises(DeploymentError, match=r"async .*does not deploy.*local target.*watsonml"):
-        _deploy(sm_project, Script("job.py:score", mode="async", name=NAME, root=folder))
+def test_async_script_on_async_inference(sm_project: SageMakerProject, tmp_path: Path, bank_model: Path,
+                                         bank_rows: list[dict[str, Any]]) -> None:
+    """Neomaril's async script: the input file in a job folder, ``inputFileName`` set, ``output.csv`` written
+    there and returned; served through SageMaker async inference (an AsyncInferenceConfig made for it)."""
+    folder = _write(tmp_path / "job", {"job.py": ASYNC_SCRIPT, "example.json": json.dumps(bank_rows[0])})
+    (folder / "model.pkl").write_bytes(bank_model.read_bytes())
+    script = Script("job.py:score", model_file="model.pkl", schema="example.json", mode="async", name=NAME,
+                    root=folder)
+    dep = _deploy(sm_project, script)  # the smoke test ran the example row as a one-row file
+    assert (dep.ids["bundle"], dep.ids["async_output"]) == ("async", f"s3://{BUCKET}/deploykit/{NAME}/async-output")
+    config = boto_client(sm_project.emulator, "sagemaker").describe_endpoint_config(
+        EndpointConfigName=dep.ids["config_name"])
+    assert config["AsyncInferenceConfig"]["OutputConfig"]["S3OutputPath"] == dep.ids["async_output"]
+
+    source = tmp_path / "input.csv"
+    pd.DataFrame(bank_rows).to_csv(source, index=False)
+    proba = joblib.load(bank_model).predict_proba(pd.DataFrame(bank_rows))
+    expected = pd.DataFrame({"pred": proba.argmax(axis=1), "proba": proba[:, 1]}).to_csv(index=False)
+    out = batch.score_file(NAME, source, tmp_path / "out" / "output.csv", credentials=sm_project.credentials,
+                           metadata=sm_project.metadata, timeout=120)
+    assert out.read_text() == expected  # the script's own file, byte for byte
+
+    labels = _score(sm_project, bank_rows[:3]).labels  # rows: sent as the input file, the output rows read back
+    assert [row["pred"] for row in labels] == proba[:3].argmax(axis=1).tolist()
+    assert [row["proba"] for row in labels] == pytest.approx(proba[:3, 1].tolist())
+
+    # a script returning a file outside its job folder is refused: the update's smoke test fails, v1 serves on
+    (folder / "job.py").write_text(ASYNC_SCRIPT.replace('path = data_path + "/output.csv"',
+                                                        'path = model_path + "elsewhere.csv"'))
+    with pytest.raises(DeploymentError, match=r"outside its job folder"):
+        _deploy(sm_project, script)
+    assert batch.score_file(NAME, source, tmp_path / "again.csv", credentials=sm_project.credentials,
+                            metadata=sm_project.metadata, timeout=120).read_text() == expected
+    with pytest.raises(ScoringError, match=r"suffix '.txt'"):
+        batch.score_file(NAME, tmp_path / "input.txt", tmp_path / "x.csv", credentials=sm_project.credentials,
+                         metadata=sm_project.metadata)
+    deploykit.delete(NAME, **sm_project.kwargs(NAME))
+    assert leftovers(sm_project.emulator, NAME) == []
+
+
+def test_requirements_under_network_isolation_are_refused(sm_project: SageMakerProject, tmp_path: Path) -> None:
     sync = _write(tmp_path / "sync", {"app.py": "def score(data, base_path):\n    return {}\n",
                                       "requirements.txt": "joblib\n"})
     sm_project.write_credentials(network_isolation=True)
