@@ -120,7 +120,7 @@ def _output_predictions(output: bytes) -> Predictions:
 def _script_sklearn_version() -> str:
     """The scikit-learn container for a scoring script: the one of the scikit-learn installed here
     (the script's pickles were most likely written with it), else the newest; ``sagemaker.image_uri``
-    or the bundle's requirements pin another."""
+    picks another."""
     from importlib.metadata import PackageNotFoundError, version
 
     from deploykit_plugins.sagemaker.images import VERSIONS
@@ -226,10 +226,10 @@ class SageMakerTarget:
             return dict(carried["AsyncInferenceConfig"])
         if setting is None and artifact is not None and _bundle_mode(artifact) == "async":
             base = "/".join(p for p in (self.settings.bucket, self.settings.prefix, name, "async-output") if p)
-            output: dict[str, Any] = {"S3OutputPath": f"s3://{base}", "S3FailurePath": f"s3://{base}/failures"}
+            made: dict[str, Any] = {"S3OutputPath": f"s3://{base}", "S3FailurePath": f"s3://{base}/failures"}
             if self.settings.kms_key_id:
-                output["KmsKeyId"] = self.settings.kms_key_id
-            return {"OutputConfig": output}
+                made["KmsKeyId"] = self.settings.kms_key_id
+            return {"OutputConfig": made}
         if setting is None:
             return None
         output: dict[str, Any] = {"S3OutputPath": setting.output_path,
