@@ -12,6 +12,12 @@ The rows are written to S3 as MLflow ``dataframe_split`` JSON files of at most 6
 with back-off until ``Completed`` (``Failed``/``Stopped`` raise ScoringError with SageMaker's
 FailureReason; the timeout stops the job); each ``<part>.json.out`` is read back in order and the
 job's S3 objects are removed. The endpoint is not involved: batch needs no running endpoint.
+
+An async scoring script (``deploykit.bundle``, ``mode: async``) scores a whole file instead, on
+its endpoint through SageMaker async inference::
+
+    from deploykit_plugins.sagemaker.batch import score_file
+    score_file("churn-job", "input.csv", "output.csv")          # the script's output file, written here
 """
 
 from __future__ import annotations
@@ -34,10 +40,13 @@ if TYPE_CHECKING:
     from deploykit.payload import Predictions
     from deploykit_plugins.sagemaker.target import SageMakerTarget
 
-__all__ = ["PART_BYTES", "main", "score_batch", "score_with_transform_job"]
+__all__ = ["INPUT_TYPES", "PART_BYTES", "main", "score_batch", "score_file", "score_with_transform_job"]
 
 #: The largest input file of a job (each file is one request to the container).
 PART_BYTES = 6 * 1024 * 1024
+#: An async script's input file suffix -> the Content-Type it is sent with.
+INPUT_TYPES = {".csv": "text/csv", ".parquet": "application/x-parquet", ".jsonl": "application/jsonlines",
+               ".ndjson": "application/jsonlines", ".json": "application/json"}
 
 
 def _parts(frame: pd.DataFrame) -> list[bytes]:
@@ -100,7 +109,7 @@ def score_with_transform_job(target: SageMakerTarget, deployment: Deployment, fr
             got = target.aws.call(f"reading batch output s3://{settings.bucket}/{out_key}",
                                   functools.partial(s3.get_object, Bucket=settings.bucket, Key=out_key),
                                   permission="s3:GetObject", error=ScoringError) or {}
-            answers.append(Predictions.decode(json.loads(got["Body"].read())))
+            answers.append(target.predictions(deployment, json.loads(got["Body"].read())))
     finally:
         for key in target._objects(deployment.name):
             if key.startswith(f"{base}/"):
@@ -152,6 +161,30 @@ def score_batch(name: str, data: Any, *, credentials: str | Path | None = None, 
     load_formats()
     frame = payload.decode(read_payload(data), current.columns or None)
     return target.score_batch(current, frame, timeout)  # type: ignore[attr-defined,no-any-return]
+
+
+def score_file(name: str, source: str | Path, output: str | Path, *, credentials: str | Path | None = None,
+               metadata: str | Path | None = None, timeout: float = 3600.0) -> Path:
+    """Run the async scoring script deployed as ``name`` on the file ``source`` (CSV, Parquet, JSON Lines
+    or JSON, by suffix) through SageMaker async inference; write the script's output file to ``output``
+    and return its path. ScoringError carries the script's message when it fails."""
+    from deploykit.lifecycle import open_deployment
+
+    source, output = Path(source), Path(output)
+    content_type = INPUT_TYPES.get(source.suffix.lower())
+    if content_type is None:
+        raise ScoringError(f"input file {str(source)!r} has suffix {source.suffix!r}; an async script on SageMaker "
+                           f"takes {', '.join(INPUT_TYPES)} files (the suffix names the Content-Type)")
+    try:
+        data = source.read_bytes()
+    except OSError as exc:
+        raise ScoringError(f"input file {str(source)!r} cannot be read ({exc.strerror}); pass an existing file") from None
+    current, target = open_deployment(name, target="sagemaker", credentials=credentials, metadata=metadata,
+                                      timeout=timeout)
+    answer = target.score_file(current, data, content_type)  # type: ignore[attr-defined]
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_bytes(answer)
+    return output
 
 
 def main(argv: list[str] | None = None) -> int:

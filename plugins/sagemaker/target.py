@@ -35,6 +35,7 @@ import functools
 import hashlib
 import json
 import re
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from deploykit.deployment import Deployment
@@ -65,6 +66,10 @@ STATUSES = {"InService": "ready", "Creating": "pending", "Updating": "pending", 
             "UpdateRollbackFailed": "failed"}
 _MOVING = {"Creating", "Updating", "SystemUpdating", "RollingBack", "Deleting"}
 SHA_ENV = "DEPLOYKIT_MODEL_SHA256"
+_SUFFIX = {"application/json": ".json", "text/csv": ".csv", "application/x-parquet": ".parquet",
+           "application/jsonlines": ".jsonl"}
+#: The container environment variable marking a scoring-script bundle (its mode), read back by reconcile.
+BUNDLE_ENV = "DEPLOYKIT_BUNDLE"
 
 
 def revision_names(name: str, revision: int, digest: str) -> str:
@@ -78,6 +83,54 @@ def _revision_pattern(name: str) -> re.Pattern[str]:
 
 def _log_group(endpoint: str) -> str:
     return f"/aws/sagemaker/Endpoints/{endpoint}"
+
+
+def _bundle_mode(artifact: Artifact) -> str | None:
+    """``sync`` or ``async`` for a scoring-script bundle, None for a model."""
+    if artifact.flavor != "script":
+        return None
+    return str(artifact.extra.get("mode") or (artifact.extra.get("bundle") or {}).get("mode") or "sync")
+
+
+def _output_predictions(output: bytes) -> Predictions:
+    """An async script's output file (CSV, Parquet, JSON Lines or JSON) as Predictions: one label per
+    output row (a dict of its columns), ``raw`` the file's bytes."""
+    import io
+
+    import pandas as pd
+
+    from deploykit.payload import Predictions, jsonable
+
+    try:
+        if output.startswith(b"PAR1"):
+            frame = pd.read_parquet(io.BytesIO(output))
+        elif output.lstrip().startswith((b"[", b"{")):
+            text = output.decode("utf-8")
+            try:
+                frame = pd.DataFrame(json.loads(text))
+            except ValueError:
+                frame = pd.read_json(io.StringIO(text), lines=True)
+        else:
+            frame = pd.read_csv(io.BytesIO(output))
+    except Exception as exc:
+        raise ScoringError(f"the async script's output file ({len(output)} bytes, starting {output[:60]!r}) is not "
+                           f"CSV, Parquet or JSON ({type(exc).__name__}: {exc}); write one of those") from None
+    return Predictions([jsonable(r) for r in frame.to_dict("records")], None, None, raw=output)
+
+
+def _script_sklearn_version() -> str:
+    """The scikit-learn container for a scoring script: the one of the scikit-learn installed here
+    (the script's pickles were most likely written with it), else the newest; ``sagemaker.image_uri``
+    picks another."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from deploykit_plugins.sagemaker.images import VERSIONS
+
+    try:
+        installed = ".".join(version("scikit-learn").split(".")[:2])
+    except PackageNotFoundError:
+        installed = ""
+    return installed if installed in VERSIONS else max(VERSIONS, key=lambda v: tuple(map(int, v.split("."))))
 
 
 class SageMakerTarget:
@@ -124,11 +177,24 @@ class SageMakerTarget:
                 "serving image, which deploykit cannot pick for you: set sagemaker.image_uri to that image in your "
                 "account's ECR (built and pushed by 'mlflow sagemaker build-and-push-container'), or deploy the "
                 "model's joblib/pickle file for SageMaker's scikit-learn container")
+        if artifact.flavor == "script":
+            return table_image_uri(self.settings.region, _script_sklearn_version())
         if artifact.framework not in ("scikit-learn", "sklearn"):
             raise DeploymentError(
                 f"{artifact.path.name} holds a {artifact.framework} model, and deploykit picks SageMaker "
                 "containers for scikit-learn models only; set sagemaker.image_uri to a container that loads it")
         return table_image_uri(self.settings.region, artifact.framework_version)
+
+    def _check_bundle(self, artifact: Artifact) -> None:
+        """Refuse, before anything is created, the bundles SageMaker cannot serve as deploykit packs them."""
+        if artifact.flavor != "script":
+            return
+        bundle = artifact.extra.get("bundle") or {}
+        if bundle.get("requirements") and self.settings.network_isolation:
+            raise DeploymentError(
+                f"the bundle's requirements file {bundle['requirements']!r} is installed by SageMaker's container at "
+                "start, which sagemaker.network_isolation forbids (no network); turn network_isolation off, or "
+                "drop the requirements (ship pure-Python modules as extra files)")
 
     def _variant(self, model_name: str) -> dict[str, Any]:
         s = self.settings
@@ -153,12 +219,21 @@ class SageMakerTarget:
             out["KmsKeyId"] = capture.kms_key_id
         return out
 
-    def _async_config(self, carried: dict[str, Any]) -> dict[str, Any] | None:
+    def _async_config(self, carried: dict[str, Any], artifact: Artifact | None = None,
+                      name: str = "") -> dict[str, Any] | None:
         """The config's AsyncInferenceConfig: from the settings, else the serving config's (AWS refuses to
-        drop it on an update)."""
+        drop it on an update), else for an async scoring script one writing under ``{prefix}/{name}/async-output``."""
         setting = self.settings.async_inference
+        if setting is None and carried.get("AsyncInferenceConfig"):
+            return dict(carried["AsyncInferenceConfig"])
+        if setting is None and artifact is not None and _bundle_mode(artifact) == "async":
+            base = "/".join(p for p in (self.settings.bucket, self.settings.prefix, name, "async-output") if p)
+            made: dict[str, Any] = {"S3OutputPath": f"s3://{base}", "S3FailurePath": f"s3://{base}/failures"}
+            if self.settings.kms_key_id:
+                made["KmsKeyId"] = self.settings.kms_key_id
+            return {"OutputConfig": made}
         if setting is None:
-            return carried.get("AsyncInferenceConfig")
+            return None
         output: dict[str, Any] = {"S3OutputPath": setting.output_path,
                                   "S3FailurePath": setting.failure_path or f"{setting.output_path}/failures"}
         if self.settings.kms_key_id:
@@ -195,19 +270,26 @@ class SageMakerTarget:
         shaping = {"sha256": artifact.sha256, "image": image, "role": s.role_arn, "variant": self._variant("-"),
                    "vpc": s.vpc_config.model_dump() if s.vpc_config else None, "kms": s.kms_key_id,
                    "isolation": s.network_isolation, "tags": s.tags, "carried": carried,
-                   "capture": self._data_capture(), "async": self._async_config(carried)}
+                   "capture": self._data_capture(), "async": self._async_config(carried, artifact, name)}
         digest = hashlib.sha256(json.dumps(shaping, sort_keys=True, default=str).encode()).hexdigest()
         resource = revision_names(name, revision, digest)
         return {"resource": resource, "image": image, "bucket": s.bucket, "key": self._key(name, resource),
-                "revision": revision}
+                "revision": revision, "async": shaping["async"]}
 
     # -- creating one revision ----------------------------------------------------------------
     def _upload(self, artifact: Artifact, plan: dict[str, Any]) -> str:
         """Build and upload model.tar.gz; S3 checks the SHA-256 on receipt and it is read back after."""
-        from deploykit_plugins.sagemaker.packaging import build_model_tarball
+        import tempfile
 
+        from deploykit_plugins.sagemaker.packaging import build_model_tarball, is_bundle
+
+        if is_bundle(artifact):  # it holds the env file: no copy of it is kept under .deploykit/
+            with tempfile.TemporaryDirectory(prefix="deploykit-sagemaker-") as scratch:
+                return self._upload_tarball(*build_model_tarball(artifact, Path(scratch) / "model.tar.gz"), plan)
         folder = self.context.state_dir / "sagemaker" / plan["resource"]
-        path, sha = build_model_tarball(artifact, folder / "model.tar.gz")
+        return self._upload_tarball(*build_model_tarball(artifact, folder / "model.tar.gz"), plan)
+
+    def _upload_tarball(self, path: Path, sha: str, plan: dict[str, Any]) -> str:
         checksum = base64.b64encode(bytes.fromhex(sha)).decode()
         bucket, key = plan["bucket"], plan["key"]
         uri = f"s3://{bucket}/{key}"
@@ -242,6 +324,8 @@ class SageMakerTarget:
         else:
             environment.update(SAGEMAKER_PROGRAM="inference.py", SAGEMAKER_SUBMIT_DIRECTORY="/opt/ml/model/code",
                                SAGEMAKER_CONTAINER_LOG_LEVEL="20")
+        if artifact.flavor == "script":  # the mode only: the env file's variables stay inside the tarball
+            environment[BUNDLE_ENV] = str(_bundle_mode(artifact))
         kwargs: dict[str, Any] = {
             "ModelName": model_name, "ExecutionRoleArn": s.role_arn, "Tags": self._tags(name, plan["revision"]),
             "PrimaryContainer": {"Image": plan["image"], "ModelDataUrl": uri, "Environment": environment},
@@ -270,7 +354,7 @@ class SageMakerTarget:
         capture = self._data_capture() or carried.get("DataCaptureConfig")
         if capture:
             kwargs["DataCaptureConfig"] = capture
-        asynchronous = self._async_config(carried)
+        asynchronous = plan["async"]
         if asynchronous:
             kwargs["AsyncInferenceConfig"] = asynchronous
         if self._describe_config(config) is None:
@@ -292,9 +376,11 @@ class SageMakerTarget:
         ids: dict[str, Any] = {"region": self.settings.region, "endpoint_name": name, "model_name": resource,
                                "config_name": resource, "model_data_url": f"s3://{plan['bucket']}/{plan['key']}",
                                "image_uri": plan["image"]}
-        asynchronous = self._async_config(carried)
+        asynchronous = plan["async"]
         if asynchronous:
             ids["async_output"] = asynchronous["OutputConfig"]["S3OutputPath"]
+        if artifact.flavor == "script":
+            ids["bundle"] = str(_bundle_mode(artifact))
         self.context.note(**ids)
         try:
             self._upload(artifact, plan)
@@ -340,6 +426,7 @@ class SageMakerTarget:
     def deploy(self, artifact: Artifact, name: str) -> Deployment:
         """Upload, create model, config and endpoint ``name`` (revision 1); answers while Creating."""
         self._action = "create"
+        self._check_bundle(artifact)
         existing = self._describe_endpoint(name)
         if existing is not None:
             raise DeploymentError(
@@ -368,6 +455,7 @@ class SageMakerTarget:
         """A new model and config, then a blue/green ``update_endpoint`` to it (the old config serves
         until the new fleet is healthy). An endpoint deleted outside deploykit is created again."""
         self._action = "update"
+        self._check_bundle(artifact)
         name = current.name
         revision = max(current.revisions) + 1
         endpoint = self._describe_endpoint(name)
@@ -620,6 +708,9 @@ class SageMakerTarget:
                    "config_arn": config.get("EndpointConfigArn"),
                    "model_data_url": (model.get("PrimaryContainer") or {}).get("ModelDataUrl"),
                    "image_uri": (model.get("PrimaryContainer") or {}).get("Image")}
+            bundle = ((model.get("PrimaryContainer") or {}).get("Environment") or {}).get(BUNDLE_ENV)
+            if bundle:
+                ids["bundle"] = bundle
             for resource in sorted(made - {serving} - used):
                 self._remove_revision(name, resource)
             self.context.progress(f"adopted revision {op.revision} of {name!r}: endpoint {name} serves {serving}")
@@ -681,15 +772,18 @@ class SageMakerTarget:
     def score(self, deployment: Deployment, frame: pd.DataFrame) -> Predictions:
         """``invoke_endpoint`` with the rows as MLflow ``dataframe_split`` JSON; deploykit's handlers
         in the container answer labels and probabilities."""
-        from deploykit.payload import Predictions, encode
+        from deploykit.payload import encode
 
         name = str(deployment.ids.get("endpoint_name") or deployment.name)
         columns = deployment.columns
         if columns and set(columns) == {str(c) for c in frame.columns} and list(frame.columns) != columns:
             frame = frame[columns]
+        if deployment.ids.get("bundle") == "async":  # the rows as the script's input file, its output file read back
+            output = self.score_file(deployment, frame.to_csv(index=False).encode(), "text/csv", rows=len(frame))
+            return _output_predictions(output)
         body = json.dumps(encode(frame, "dataframe_split"), default=str).encode()
         if deployment.ids.get("async_output"):
-            return self._score_async(name, body, len(frame))
+            return self._score_async(name, body, len(frame), deployment)
         if len(body) > MAX_BODY_BYTES:
             raise PayloadError(
                 f"{len(frame)} row(s) make a request of {len(body)} bytes, over SageMaker's invoke_endpoint limit "
@@ -711,27 +805,62 @@ class SageMakerTarget:
         except ValueError:
             raise ScoringError(f"endpoint {name!r} answered {raw[:200]!r}, which is not JSON; is its container "
                                "running deploykit's inference.py? Deploy again") from None
-        return Predictions.decode(decoded)
+        return self.predictions(deployment, decoded)
 
-    def _score_async(self, name: str, body: bytes, rows: int) -> Predictions:
+    def predictions(self, deployment: Deployment, decoded: Any) -> Predictions:
+        """The container's JSON answer as Predictions: for a scoring script, one label per row holding
+        the script's answer (``raw`` the whole body); else any response shape deploykit reads."""
+        from deploykit.payload import Predictions
+
+        if not deployment.ids.get("bundle"):
+            return Predictions.decode(decoded)
+        answers = decoded.get("predictions") if isinstance(decoded, dict) else None
+        if not isinstance(answers, list):
+            raise ScoringError(f"the scoring script on endpoint {deployment.name!r} answered {str(decoded)[:200]!r} "
+                               "instead of deploykit's {'predictions': [...]}; is the endpoint serving deploykit's "
+                               "inference.py? Deploy again")
+        return Predictions(answers, None, None, raw=decoded)
+
+    def score_file(self, deployment: Deployment, data: bytes, content_type: str, rows: int | None = None) -> bytes:
+        """One execution of an async scoring script: ``data`` (the input file's bytes, ``content_type``
+        ``text/csv``, ``application/x-parquet``, ``application/jsonlines`` or ``application/json``) goes to
+        S3, ``invoke_endpoint_async`` runs ``score(data_path, model_path)`` on it in the container, and
+        the output file's bytes are returned (ScoringError with the script's message if it failed)."""
+        if deployment.ids.get("bundle") != "async":
+            raise ScoringError(f"{deployment.name!r} on sagemaker is not an async scoring script (it is "
+                               f"{'a sync script' if deployment.ids.get('bundle') else 'a model'}); score rows with "
+                               f"'deploykit score {deployment.name} rows.csv'")
+        name = str(deployment.ids.get("endpoint_name") or deployment.name)
+        what = f"{rows} row(s)" if rows is not None else f"a {len(data)}-byte file"
+        return self._invoke_async(name, data, content_type, what, "*/*")
+
+    def _score_async(self, name: str, body: bytes, rows: int, deployment: Deployment) -> Predictions:
+        """``invoke_endpoint_async`` of the rows as JSON; the answer decoded as Predictions."""
+        raw = self._invoke_async(name, body, "application/json", f"{rows} row(s)", "application/json")
+        try:
+            decoded = json.loads(raw)
+        except ValueError:
+            raise ScoringError(f"the async answer of endpoint {name!r} is not JSON: {raw[:200]!r}") from None
+        return self.predictions(deployment, decoded)
+
+    def _invoke_async(self, name: str, body: bytes, content_type: str, what: str, accept: str) -> bytes:
         """``invoke_endpoint_async``: the body goes to S3, the answer is awaited at the output location
         (bounded by ``async_inference.timeout_seconds``); the request's S3 objects are removed after."""
         import uuid
 
-        from deploykit.payload import Predictions
-
         s3, runtime = self.aws.client("s3"), self.aws.client("sagemaker-runtime")
         bucket = self.settings.bucket
-        key = "/".join(p for p in (self.settings.prefix, name, "async-input", f"{uuid.uuid4().hex}.json") if p)
+        request = f"{uuid.uuid4().hex}{_SUFFIX.get(content_type, '.input')}"
+        key = "/".join(p for p in (self.settings.prefix, name, "async-input", request) if p)
         timeout = self.settings.async_inference.timeout_seconds if self.settings.async_inference else 900.0
         self.aws.call(f"uploading the request to s3://{bucket}/{key}",
                       lambda: s3.put_object(Bucket=bucket, Key=key, Body=body), permission="s3:PutObject",
                       error=ScoringError)
         locations: list[str] = []
         try:
-            answer = self.aws.call(f"scoring {rows} row(s) on async endpoint {name!r}", lambda: runtime.invoke_endpoint_async(
-                EndpointName=name, InputLocation=f"s3://{bucket}/{key}", ContentType="application/json",
-                Accept="application/json", InvocationTimeoutSeconds=min(3600, max(1, int(timeout)))),
+            answer = self.aws.call(f"scoring {what} on async endpoint {name!r}", lambda: runtime.invoke_endpoint_async(
+                EndpointName=name, InputLocation=f"s3://{bucket}/{key}", ContentType=content_type,
+                Accept=accept, InvocationTimeoutSeconds=min(3600, max(1, int(timeout)))),
                 permission="sagemaker:InvokeEndpointAsync", error=ScoringError) or {}
             locations = [str(answer[k]) for k in ("OutputLocation", "FailureLocation") if answer.get(k)]
 
@@ -760,10 +889,7 @@ class SageMakerTarget:
                 pass
             raise ScoringError(f"the model on async endpoint {name!r} refused the request: {text}; see the "
                                f"CloudWatch log group {_log_group(name)}", body=text)
-        try:
-            return Predictions.decode(json.loads(raw))
-        except ValueError:
-            raise ScoringError(f"the async answer of endpoint {name!r} at {location} is not JSON: {raw[:200]!r}") from None
+        return raw
 
     def _scoring_error(self, name: str, exc: Exception) -> DeployKitError:
         from deploykit_plugins.sagemaker.session import error_code

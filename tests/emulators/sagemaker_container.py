@@ -12,6 +12,10 @@ defaults where a handler is missing: JSON or CSV cast to float32, ``model.predic
 exception's ``status_code`` attribute is the HTTP status (else 500), as the inference toolkit's
 errors do.
 
+``code/requirements.txt`` is pip-installed at start, as the image does (into a folder beside
+the model directory, put on ``sys.path``); a requirement this interpreter already satisfies is
+skipped (logged as such), so tests need the network only for a package the test venv lacks.
+
 Like the real image it has scikit-learn, numpy, pandas and joblib but no deploykit: importing
 ``deploykit`` or ``deploykit_plugins`` here raises ImportError, so what the tarball needs must be
 inside it. Faults (set by the emulator): ``DKEMU_PING_NEVER=1`` (the model loads, /ping never
@@ -38,6 +42,61 @@ class _NoDeploykit:
     def find_spec(self, name: str, path: Any = None, target: Any = None) -> None:
         if name.split(".")[0] in ("deploykit", "deploykit_plugins"):
             raise ImportError(f"No module named {name!r} (the SageMaker container has no deploykit)")
+
+
+def install_requirements(code_dir: str, target: str) -> list[str]:
+    """``pip install -r code/requirements.txt`` as the image does at start, into ``target`` (put on
+    sys.path); a requirement whose distribution is already installed here in a version that
+    satisfies it is skipped, so tests need no network for what the test venv has. Returns the
+    requirements installed; a pip failure raises with pip's message (the container does not start)."""
+    path = os.path.join(code_dir, "requirements.txt")
+    if not os.path.isfile(path):
+        return []
+    with open(path, encoding="utf-8") as handle:
+        lines = [line.split("#")[0].strip() for line in handle]
+    missing = [line for line in lines if line and not line.startswith("-") and not _satisfied(line)]
+    options = [line for line in lines if line.startswith("-")]
+    for line in lines:
+        if line and line not in missing and line not in options:
+            sys.stderr.write(f"requirements.txt: {line} is installed already (skipped)\n")
+    if not missing:
+        return []
+    import subprocess
+
+    sys.stderr.write(f"requirements.txt: installing {missing}\n")
+    done = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+                           "--target", target, *options, *missing], capture_output=True, text=True, check=False)
+    sys.stderr.write(done.stdout + done.stderr)
+    sys.stderr.flush()
+    if done.returncode != 0:
+        raise RuntimeError(f"pip install -r requirements.txt failed: {done.stderr.strip()[-800:]}")
+    sys.path.insert(0, target)
+    return missing
+
+
+def _satisfied(line: str) -> bool:
+    """Whether the requirement ``line`` is met by a distribution installed in this interpreter."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        from packaging.requirements import InvalidRequirement, Requirement
+    except ImportError:  # no packaging: only a bare name can be checked
+        import re
+
+        name = re.split(r"[<>=!~;\[ ]", line, maxsplit=1)[0]
+        try:
+            return bool(version(name)) and name == line
+        except PackageNotFoundError:
+            return False
+    try:
+        requirement = Requirement(line)
+    except InvalidRequirement:
+        return False
+    try:
+        installed = version(requirement.name)
+    except PackageNotFoundError:
+        return False
+    return requirement.specifier.contains(installed, prereleases=True)
 
 
 class Handlers:
@@ -88,6 +147,7 @@ class Container:
         code_dir = os.environ.get("SAGEMAKER_SUBMIT_DIRECTORY", "/opt/ml/model/code")
         code_dir = code_dir.replace("/opt/ml/model", self.model_dir, 1)
         program = os.environ.get("SAGEMAKER_PROGRAM", "inference.py")
+        install_requirements(code_dir, os.path.join(os.path.dirname(self.model_dir), "site-packages"))
         sys.path.insert(0, code_dir)
         spec = importlib.util.spec_from_file_location(program.removesuffix(".py"), os.path.join(code_dir, program))
         if spec is None or spec.loader is None:
