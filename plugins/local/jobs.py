@@ -41,7 +41,7 @@ import uuid
 import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -99,7 +99,7 @@ CREATE TABLE IF NOT EXISTS jobs (
 def _iso(stamp: float | None) -> str | None:
     if stamp is None:
         return None
-    return datetime.fromtimestamp(stamp, timezone.utc).isoformat(timespec="milliseconds")
+    return datetime.fromtimestamp(stamp, UTC).isoformat(timespec="milliseconds")
 
 
 def format_of_name(name: str) -> str | None:

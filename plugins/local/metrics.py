@@ -86,7 +86,7 @@ class Metrics:
         #: the job store's counts by status (set when the server runs jobs); the store is shared by
         #: every process, so the answering one reads it at scrape time (not a per-process gauge)
         self.job_counts: Callable[[], dict[str, int]] | None = None
-        self._info_registry.register(_JobGauges(self))  # type: ignore[arg-type]
+        self._info_registry.register(_JobGauges(self))
         info = Info("deploykit_model", "The model this server serves", registry=self._info_registry)
         info.info({"name": name, "revision": str(revision), "sha256": sha256, "framework": framework})
         self._labels: set[str] = set()

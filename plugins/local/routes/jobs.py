@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import re
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +22,15 @@ from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, Response
 
 from deploykit_plugins.local.asgi import JSON, HTTPProblem, dumps, headers_of
-from deploykit_plugins.local.jobs import FINISHED, FORMATS, MEDIA_TYPES, JobService, Submission, check_id, format_of_name
+from deploykit_plugins.local.jobs import (
+    FINISHED,
+    FORMATS,
+    MEDIA_TYPES,
+    JobService,
+    Submission,
+    check_id,
+    format_of_name,
+)
 
 if TYPE_CHECKING:
     from deploykit_plugins.local.asgi import RouteContext
@@ -39,9 +47,9 @@ def _answer(status: int, body: Any, headers: dict[str, str] | None = None) -> Re
     return Response(dumps(body), status_code=status, media_type=JSON, headers=headers)
 
 
-def _problem(status: int, message: str, **extra: Any) -> Response:
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return _answer(status, {"error": message, **extra}, headers)
+def _problem(code: int, message: str, **extra: Any) -> Response:
+    headers = {"WWW-Authenticate": "Bearer"} if code == 401 else None
+    return _answer(code, {"error": message, **extra}, headers)
 
 
 def mount(app: FastAPI, ctx: RouteContext) -> JobService:
@@ -165,7 +173,7 @@ def mount(app: FastAPI, ctx: RouteContext) -> JobService:
     return service
 
 
-async def _limited(request: Request, limit: int) -> AsyncIterator[bytes]:
+async def _limited(request: Request, limit: int) -> AsyncGenerator[bytes, None]:
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
@@ -219,7 +227,7 @@ async def _receive_multipart(request: Request, staged: Path, digest: Any, limit:
             async for chunk in _limited(request, limit):
                 out.write(chunk)
 
-        async def body() -> AsyncIterator[bytes]:
+        async def body() -> AsyncGenerator[bytes, None]:
             with raw.open("rb") as fh:
                 while block := fh.read(1 << 20):
                     yield block
