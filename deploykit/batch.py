@@ -492,20 +492,24 @@ def prefetched(chunks: Iterator[Chunk], depth: int = 1) -> Iterator[Chunk]:
     ready: queue.Queue[Any] = queue.Queue(maxsize=depth)
     stop = threading.Event()
 
+    def put(item: Any) -> bool:
+        # never block once the consumer has stopped (it raised): it will not take this item
+        while not stop.is_set():
+            try:
+                ready.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def read() -> None:
         try:
             for chunk in chunks:
-                while not stop.is_set():
-                    try:
-                        ready.put(chunk, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+                if not put(chunk):
                     return
-            ready.put(done)
+            put(done)
         except BaseException as exc:  # handed to the consumer, which raises it
-            ready.put(exc)
+            put(exc)
 
     thread = threading.Thread(target=read, name="deploykit-batch-reader", daemon=True)
     thread.start()

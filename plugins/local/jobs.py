@@ -539,9 +539,11 @@ class JobService:
             self._check(job["id"], execution)
             try:
                 report = batch(self.artifact, str(source), str(parts), output_format="parquet", overwrite=True,
-                               on_rows=between_chunks, batch_rows=16_384, chunk_size=4 << 20)
+                               on_rows=between_chunks, batch_rows=16_384, chunk_size=1 << 20)
             except (BatchError, SchemaError) as exc:
-                raise _Failure(str(exc).replace(str(source), job["input_name"])) from None
+                message = str(exc).replace(str(source), job["input_name"])
+                raise _Failure(re.sub(r"; fix those rows, or pass --on-error .*$", "; fix those rows and submit the "
+                                      "file again", message)) from None
         self._check(job["id"], execution)
         output = "output" + FORMATS[fmt][0]
         _merge(parts, sorted(report.parts), folder / output, fmt)
