@@ -21,8 +21,8 @@ from typing import Any
 import httpx
 import pandas as pd
 import pytest
-
 import train_model
+
 from deploykit.artifact import Artifact, load_artifact, sha256_of
 from deploykit.bundle import Script
 from deploykit.process import alive, child_environment, free_port, spawn
@@ -291,7 +291,7 @@ def test_cancel_a_running_model_job_and_remove_it(model_server: Server, big_csv:
 class _Hook(http.server.BaseHTTPRequestHandler):
     received: list[dict[str, Any]] = []
 
-    def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+    def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["content-length"]))
         type(self).received.append(json.loads(body))
         self.send_response(204)
