@@ -16,7 +16,7 @@ during an update, share it safely) and its files in one folder per job,
   the tail of its stderr is the failure message.
 
 ``job_workers`` threads of the process that built the service run jobs (never the event loop,
-so scoring requests stay fast). A job is claimed with one write transaction, so two processes
+and at nice 10, so scoring requests stay fast). A job is claimed with one write transaction, so two processes
 never run it twice. A job whose runner died (the server was killed) is marked failed with the
 reason "the server stopped while the job ran" by the next server that opens the store; queued
 jobs simply run. Finished jobs are kept ``job_retention_s`` seconds, then their files are
@@ -67,6 +67,8 @@ _SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".jsonl": "
 STOPPED = "the server stopped while the job ran"
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _STDERR_LINES = 20
+#: The niceness of job threads (and so of script children): below the serving thread's.
+JOB_NICE = 10
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -430,6 +432,10 @@ class JobService:
         return dict(claimed)
 
     def _work(self, reaps: bool) -> None:
+        # a lower CPU priority for this thread (Linux schedules threads as tasks; a script's child
+        # process inherits it): when a core is contended, the serving thread wins it
+        with contextlib.suppress(OSError, AttributeError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), JOB_NICE)
         next_reap = 0.0
         while not self._stop.is_set():
             try:

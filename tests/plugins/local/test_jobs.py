@@ -429,7 +429,7 @@ def test_async_script_jobs_cancel_fail_and_survive_a_restart(tmp_path: Path, bun
         assert upload(server, data / "slow-a.csv", job_id="a").status_code == 200
         running = wait(server, "a", until=("running",))
         started(counter, "slow-a.csv")
-        child = int(json.loads(json.dumps(_row(server, "a")))["child_pid"])
+        child = int(_row(server, "a")["child_pid"])
         assert alive(child)
         queued = upload(server, data / "slow-b.csv").json()["id"]
         # cancel a queued job: it never runs
@@ -447,6 +447,7 @@ def test_async_script_jobs_cancel_fail_and_survive_a_restart(tmp_path: Path, bun
         c = upload(server, data / "slow-c.csv").json()["id"]
         wait(server, c, until=("running",))
         started(counter, "slow-c.csv")
+        orphan = int(_row(server, c)["child_pid"])
         d = upload(server, data / "slow-d.csv").json()["id"]
         outside = upload(server, data / "outside.csv").json()["id"]
         server.kill()
@@ -454,6 +455,10 @@ def test_async_script_jobs_cancel_fail_and_survive_a_restart(tmp_path: Path, bun
         server.start()
         stopped = wait(server, c)
         assert stopped["status"] == "failed" and stopped["error"] == "the server stopped while the job ran"
+        deadline = time.monotonic() + 10
+        while alive(orphan):  # the script the killed server left behind is stopped by the next one
+            assert time.monotonic() < deadline, "the orphaned script still runs"
+            time.sleep(0.02)
         assert wait(server, d)["status"] == "succeeded"
         result = httpx.get(f"{server.url}/jobs/{d}/result", timeout=30)
         assert result.status_code == 200 and "score" in result.text.splitlines()[0]
