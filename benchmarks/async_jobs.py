@@ -153,9 +153,9 @@ def main() -> int:
         f"| while {ROWS:,}-row jobs run back to back ({med([float(n) for n in jobs_done]):g} finished per phase) | "
         f"{med([r.rps for r in busy]):,.0f} | {ms(busy, 50):.1f} | {ms(busy, 99):.1f} | {errors_busy} |",
         "",
-        "A job runs in a thread of the serving process (never on its event loop); on two shared cores it "
-        "competes with the request path for the CPU and the GIL, which is the latency cost above. Jobs of an "
-        "async script run in a child process instead.",
+        "A job runs in a thread of the serving process at nice 10 (never on its event loop); on two shared "
+        "cores it still competes with the request path for the GIL, which is most of the latency cost above. "
+        "Jobs of an async script run in a child process instead (also at nice 10).",
         "",
     ]
     out = Path(args.out)
