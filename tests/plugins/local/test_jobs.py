@@ -523,3 +523,19 @@ def test_the_neomaril_async_script_deployed_as_a_bundle(project: Any, bank_model
     assert list(got["score"].round(12)) == list(pd.Series(expected).round(12))
     assert (project.dir / ".deploykit" / "jobs" / "neo" / job_id / "output.csv").is_file()
     deploykit.delete("neo")
+
+
+def test_jobs_need_the_scoring_token(tmp_path: Path, bank_model: Path, rows: pd.DataFrame) -> None:
+    server = Server(tmp_path, bank_model, bank_model.with_name("bank-model.schema.json"), token="t0ps3cret").start()
+    try:
+        body = rows.head(5).to_csv(index=False).encode()
+        refused = submit(server, body)
+        assert refused.status_code == 401 and "bearer token" in refused.json()["error"]
+        assert httpx.get(f"{server.url}/jobs", timeout=30).status_code == 401
+        auth = {"authorization": "Bearer t0ps3cret", "content-type": "text/csv"}
+        accepted = httpx.post(f"{server.url}/jobs", content=body, headers=auth, timeout=30)
+        assert accepted.status_code == 202
+        assert httpx.get(f"{server.url}/jobs/{accepted.json()['id']}", timeout=30).status_code == 401
+        assert httpx.get(f"{server.url}/jobs/{accepted.json()['id']}", headers=auth, timeout=30).status_code == 200
+    finally:
+        server.stop()
