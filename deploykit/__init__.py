@@ -29,6 +29,7 @@ from deploykit.errors import (
 if TYPE_CHECKING:
     from deploykit.batch import batch
     from deploykit.deployment import Deployment
+    from deploykit.job import submit
     from deploykit.lifecycle import delete, deploy, list_deployments, reconcile, rollback, score, status
     from deploykit.payload import Predictions
 
@@ -44,6 +45,7 @@ _LAZY = {
     "rollback": "deploykit.lifecycle",
     "score": "deploykit.lifecycle",
     "status": "deploykit.lifecycle",
+    "submit": "deploykit.job",
 }
 
 __version__ = "0.1.0"
@@ -73,6 +75,7 @@ __all__ = [
     "rollback",
     "score",
     "status",
+    "submit",
 ]
 
 

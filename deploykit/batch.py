@@ -492,20 +492,24 @@ def prefetched(chunks: Iterator[Chunk], depth: int = 1) -> Iterator[Chunk]:
     ready: queue.Queue[Any] = queue.Queue(maxsize=depth)
     stop = threading.Event()
 
+    def put(item: Any) -> bool:
+        # never block once the consumer has stopped (it raised): it will not take this item
+        while not stop.is_set():
+            try:
+                ready.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def read() -> None:
         try:
             for chunk in chunks:
-                while not stop.is_set():
-                    try:
-                        ready.put(chunk, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+                if not put(chunk):
                     return
-            ready.put(done)
+            put(done)
         except BaseException as exc:  # handed to the consumer, which raises it
-            ready.put(exc)
+            put(exc)
 
     thread = threading.Thread(target=read, name="deploykit-batch-reader", daemon=True)
     thread.start()
@@ -1304,7 +1308,8 @@ def batch(source: Any, input: str | Path, output: str | Path, *, engine: str = "
           resume: bool = False, overwrite: bool = False, workers: int | None = None, address: str | None = None,
           target: str | None = None, credentials: str | Path | None = None, metadata: str | Path | None = None,
           progress: Callable[[str], None] | None = None, chunk_size: int | str = DEFAULT_CHUNK_BYTES,
-          batch_rows: int = BATCH_ROWS, storage_options: dict[str, Any] | None = None) -> BatchReport:
+          batch_rows: int = BATCH_ROWS, storage_options: dict[str, Any] | None = None,
+          on_rows: Callable[[int], None] | None = None) -> BatchReport:
     """Score every row of ``input`` with ``source`` into part files in the folder ``output``.
 
     ``source`` is a model file, an MLflow model (directory or ``models:/`` URI), an Artifact,
@@ -1320,7 +1325,9 @@ def batch(source: Any, input: str | Path, output: str | Path, *, engine: str = "
     ``resume`` (the parts of an interrupted run of the same plan are kept). ``engine`` is
     ``local`` (``workers`` processes) or ``dask`` (``address`` of a scheduler, else a
     LocalCluster of ``workers`` workers, one per core by default), or any engine a plugin
-    registers.
+    registers. ``on_rows`` is called with each chunk's row count once that chunk is written
+    (the local engine with one worker); an exception it raises stops the run (how the local
+    server's jobs are cancelled between chunks).
     """
     started, wall = time.monotonic(), _now()
     if on_error not in ON_ERROR:
@@ -1389,7 +1396,12 @@ def batch(source: Any, input: str | Path, output: str | Path, *, engine: str = "
         out.write_report(report)
 
     if getattr(runner, "streams_rows", False):
-        runner.on_rows = lambda rows: meter.update(rows)
+        def rows_done(rows: int) -> None:
+            meter.update(rows)
+            if on_rows is not None:
+                on_rows(rows)
+
+        runner.on_rows = rows_done
     try:
         runner.run(job, todo, on_part)
         engine_versions = runner.versions()

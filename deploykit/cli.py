@@ -1,4 +1,4 @@
-"""The ``deploykit`` command line: deploy, score, status, drift, snippet, list, rollback, delete, reconcile, serve, targets.
+"""The ``deploykit`` command line: deploy, score, jobs, status, drift, snippet, list, rollback, delete, reconcile, serve, targets.
 
 Exit codes: 0 success, 1 a deploykit failure (the message says what and how to fix it),
 2 bad usage (and ``drift`` with nothing to compare), 3 ``drift`` found a significant shift.
@@ -172,17 +172,31 @@ def deploy(model: str, target: str, name: str | None, schema: str | None, timeou
 @cli.command()
 @click.argument("name")
 @click.argument("data", required=False, default="-")
+@click.option("--async", "asynchronous", is_flag=True,
+              help="Submit DATA (a CSV, Parquet or JSON Lines file) as an async job; prints its id.")
+@click.option("--wait", is_flag=True, help="With --async: wait until the job has finished.")
+@click.option("--output", "-o", type=click.Path(dir_okay=False), default=None,
+              help="With --async --wait: write the job's output file here.")
+@click.option("--job-id", default=None, help="With --async: submit under this id (a retried submit never runs twice).")
+@click.option("--timeout", type=float, default=3600, show_default=True, help="With --wait: seconds to wait.")
 @_target_option
 @_state_options
 @_json_option
 @_handle
-def score(name: str, data: str, target: str | None, credentials: str | None, metadata: str | None, as_json: bool) -> None:
-    """Score DATA (a JSON or CSV file, or - for stdin; any payload shape) on the deployment NAME."""
+def score(name: str, data: str, asynchronous: bool, wait: bool, output: str | None, job_id: str | None,
+          timeout: float, target: str | None, credentials: str | None, metadata: str | None, as_json: bool) -> None:
+    """Score DATA (a JSON or CSV file, or - for stdin; any payload shape) on the deployment NAME;
+    with --async, submit a file as a job instead ('deploykit jobs NAME' lists them)."""
     from pathlib import Path
 
     from deploykit.errors import PayloadError
     from deploykit.lifecycle import score as run
 
+    if not asynchronous and (wait or output or job_id):
+        raise click.UsageError("--wait, --output and --job-id go with --async")
+    if asynchronous:
+        _score_async(name, data, wait, output, job_id, timeout, target, credentials, metadata, as_json)
+        return
     if data == "-":
         text = sys.stdin.read()
         if not text.strip():
@@ -208,6 +222,89 @@ def score(name: str, data: str, target: str | None, credentials: str | None, met
             click.echo(f"{row['prediction']}{extra}")
 
     _emit(predictions.to_dict(), as_json, human)
+
+
+def _score_async(name: str, data: str, wait: bool, output: str | None, job_id: str | None, timeout: float,
+                 target: str | None, credentials: str | None, metadata: str | None, as_json: bool) -> None:
+    from deploykit.errors import JobError
+    from deploykit.job import submit
+
+    if data == "-":
+        raise click.UsageError("--async needs a file (CSV, Parquet or JSON Lines), not stdin")
+    if output and not wait:
+        raise click.UsageError("--output needs --wait (or fetch it later: deploykit jobs result NAME JOB_ID -o FILE)")
+    job = submit(name, data, target=target, job_id=job_id, credentials=credentials, metadata=metadata)
+    doc = job.document
+    if wait:
+        try:
+            doc = job.wait(timeout=timeout)
+        except JobError:
+            if as_json:
+                doc = job.document
+                _fail(f"job {job.id} {doc.get('status')}: {doc.get('error')}", "JobError", True)
+            raise
+        if output:
+            job.result(output)
+            doc = {**doc, "output_file": output}
+
+    def human() -> None:
+        if not wait:
+            click.echo(f"{job.id} {doc['status']} (deploykit jobs {name}; deploykit jobs result {name} {job.id} -o FILE)")
+            return
+        rows = f", {doc.get('rows_out')} rows" if doc.get("rows_out") is not None else ""
+        where = f", written to {output}" if output else f" (deploykit jobs result {name} {job.id} -o FILE)"
+        click.echo(f"{job.id} succeeded{rows}{where}")
+
+    _emit(doc, as_json, human)
+
+
+@cli.command(context_settings={"ignore_unknown_options": False})
+@click.argument("words", nargs=-1, required=True, metavar="NAME | result NAME JOB_ID | cancel NAME JOB_ID | "
+                                                          "status NAME JOB_ID")
+@click.option("--output", "-o", type=click.Path(dir_okay=False), default=None, help="With result: the file to write.")
+@_target_option
+@_state_options
+@_json_option
+@_handle
+def jobs(words: tuple[str, ...], output: str | None, target: str | None, credentials: str | None,
+         metadata: str | None, as_json: bool) -> None:
+    """The async jobs of NAME; 'result NAME JOB_ID -o FILE' downloads one's output, 'cancel NAME JOB_ID'
+    cancels (or removes a finished one), 'status NAME JOB_ID' shows one."""
+    from deploykit.job import job as open_job
+    from deploykit.job import jobs as list_jobs
+
+    if len(words) == 1:
+        name = words[0]
+        found = list_jobs(name, target=target, credentials=credentials, metadata=metadata)
+
+        def table() -> None:
+            if not found:
+                click.echo(f"no jobs for {name}")
+            for doc in found:
+                rows = "" if doc.get("rows_out") is None else f"  {doc['rows_out']} rows"
+                error = f"  {doc['error']}" if doc.get("error") else ""
+                click.echo(f"{doc['id']}  {doc['status']:<9}  {doc['created_at']}{rows}{error}")
+
+        _emit({"name": name, "jobs": found}, as_json, table)
+        return
+    if len(words) != 3 or words[0] not in ("result", "cancel", "status"):
+        raise click.UsageError(f"'deploykit jobs {' '.join(words)}' is not a jobs command; use 'deploykit jobs NAME', "
+                               "'deploykit jobs result NAME JOB_ID -o FILE', 'deploykit jobs cancel NAME JOB_ID' or "
+                               "'deploykit jobs status NAME JOB_ID'")
+    action, name, job_id = words
+    job = open_job(name, job_id, target=target, credentials=credentials, metadata=metadata)
+    if action == "result":
+        if not output:
+            raise click.UsageError("'deploykit jobs result' needs -o FILE (where to write the output file)")
+        job.result(output)
+        _emit({"id": job_id, "output_file": output}, as_json, lambda: click.echo(f"{job_id}: written to {output}"))
+    elif action == "cancel":
+        doc = job.cancel()
+        _emit(doc, as_json, lambda: click.echo(f"{job_id}: {doc['status']}"))
+    else:
+        doc = job.status()
+        _emit(doc, as_json, lambda: click.echo(f"{job_id}: {doc['status']}"
+                                               + (f" ({doc['error']})" if doc.get("error") else "")))
 
 
 @cli.command()

@@ -20,6 +20,8 @@
     ├── ScoringError             the endpoint answered a scoring request with an error
     ├── BatchError               a batch run cannot start or finish: input missing, output folder
     │                            in use, engine unknown or unavailable, cluster unreachable
+    ├── JobError                 an async job cannot be submitted (the target has no jobs), failed,
+    │                            was cancelled, expired, or has no result yet
     └── DriftError               drift cannot be computed: no reference profile, no logged inputs,
                                  a reference file without the schema's columns
 
@@ -43,6 +45,7 @@ __all__ = [
     "DriftError",
     "FileWriteError",
     "InvalidNameError",
+    "JobError",
     "MetadataError",
     "NotDeployedError",
     "PayloadError",
@@ -187,6 +190,15 @@ class ScoringError(DeployKitError):
 
 class BatchError(DeployKitError):
     """A batch run cannot start or finish: its input, output folder, engine or cluster is wrong."""
+
+
+class JobError(DeployKitError):
+    """An async job cannot be submitted (its target has no jobs), failed, was cancelled, expired,
+    or has no result yet; ``status`` is the job's status when the server said it."""
+
+    def __init__(self, message: str, *, status: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class DriftError(DeployKitError):

@@ -55,19 +55,28 @@ class ServerConfig:
     inputs_dir: str | None = None
     inputs_max_bytes: int = _default("log_inputs_max_bytes")
     metrics_dir: str | None = None  # set by the server with workers > 1: every process's metrics add up
+    jobs_dir: str | None = None  # async jobs (``jobs``) are served when set
+    job_workers: int = _default("job_workers")
+    job_retention_s: float = _default("job_retention_s")
+    max_job_bytes: int = _default("max_job_bytes")
+    job_webhook: str | None = None
 
     @classmethod
     def from_settings(cls, settings: LocalSettings, name: str = "model", revision: int = 1,
                       state_dir: str | None = None) -> ServerConfig:
         """The app's part of ``settings``; logged inputs go to ``local.log_inputs_dir``, else
-        ``<state_dir>/input-logs/<name>`` (``state_dir``: the project's ``.deploykit``, default ``./.deploykit``)."""
+        ``<state_dir>/input-logs/<name>`` (``state_dir``: the project's ``.deploykit``, default ``./.deploykit``),
+        async jobs to ``<state_dir>/jobs/<name>`` (unless ``local.job_workers`` is 0)."""
         inputs = None
         if settings.log_inputs:
             inputs = settings.log_inputs_dir or str(Path(state_dir or ".deploykit") / "input-logs" / name)
+        jobs = str(Path(state_dir or ".deploykit") / "jobs" / name) if settings.job_workers else None
         return cls(name, revision, settings.token_value, settings.max_body_bytes, settings.allow_extra_columns,
                    settings.batch_wait_ms, settings.max_batch_rows, settings.protect_docs is not False,
                    settings.metrics, settings.protect_metrics is not False,
-                   inputs, settings.log_inputs_max_bytes)
+                   inputs, settings.log_inputs_max_bytes, jobs_dir=jobs, job_workers=settings.job_workers,
+                   job_retention_s=settings.job_retention_s, max_job_bytes=settings.max_job_bytes,
+                   job_webhook=settings.job_webhook)
 
 
 def create_app(artifact: Artifact, config: ServerConfig | None = None) -> FastAPI:
@@ -94,6 +103,10 @@ def create_app(artifact: Artifact, config: ServerConfig | None = None) -> FastAP
     app.state.scorer = ctx.scorer
     routes.mount(app, ctx)
     _watch(app, ctx)
+    if config.jobs_dir and config.job_workers:
+        from deploykit_plugins.local.routes import jobs
+
+        jobs.mount(app, ctx)
     spec = openapi.document(app, ctx.schema, ctx)
     app.openapi = lambda: spec  # type: ignore[method-assign]
     if config.token and config.protect_docs:

@@ -12,6 +12,9 @@ apps in one process (tests, a replacement revision) keep separate counts. What i
   as ``__other__``);
 - ``deploykit_schema_rejections_total{column}``: offending columns of 422 answers;
 - ``deploykit_model_info{name,revision,sha256,framework}``;
+- ``deploykit_jobs_queued`` and ``deploykit_jobs_running`` (read from the job store when scraped)
+  and ``deploykit_jobs_total{status}`` (jobs finished: succeeded, failed, cancelled) when the
+  server runs async jobs (``jobs``);
 - ``deploykit_input_log_rows_total``, ``deploykit_input_log_failures_total`` and
   ``deploykit_input_log_dropped_total`` when inputs are logged (``inputlog``).
 
@@ -24,7 +27,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -40,7 +43,8 @@ _MAX_LABELS = 50
 _MAX_PATHS = 1024
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 16384)
-_PROTOCOLS = (("/predict", "deploykit"), ("/invocations", "mlflow"), ("/v2", "v2"), ("/ml/v4", "watson"))
+_PROTOCOLS = (("/predict", "deploykit"), ("/invocations", "mlflow"), ("/v2", "v2"), ("/ml/v4", "watson"),
+              ("/jobs", "jobs"))
 
 
 def _protocol(route: str) -> str:
@@ -77,6 +81,12 @@ class Metrics:
                                     "rows are lost, the requests were answered)", registry=r)
         self.log_dropped = Counter("deploykit_input_log_dropped", "Rows not logged because the writer "
                                    "fell behind", registry=r)
+        self.jobs = Counter("deploykit_jobs", "Async jobs finished, by status (succeeded, failed, cancelled)",
+                            ["status"], registry=r)
+        #: the job store's counts by status (set when the server runs jobs); the store is shared by
+        #: every process, so the answering one reads it at scrape time (not a per-process gauge)
+        self.job_counts: Callable[[], dict[str, int]] | None = None
+        self._info_registry.register(_JobGauges(self))
         info = Info("deploykit_model", "The model this server serves", registry=self._info_registry)
         info.info({"name": name, "revision": str(revision), "sha256": sha256, "framework": framework})
         self._labels: set[str] = set()
@@ -100,9 +110,14 @@ class Metrics:
         for column in {str(p.get("column")) for p in problems if p.get("column") is not None}:
             self.rejections.labels(column).inc()
 
+    def observe_job(self, status: str) -> None:
+        """Count one finished job."""
+        self.jobs.labels(status).inc()
+
     def exposition(self) -> bytes:
         """The registry in Prometheus' text format."""
         from prometheus_client import CollectorRegistry, generate_latest
+
 
         if self.multiprocess_dir is None:
             return generate_latest(self.registry) + generate_latest(self._info_registry)
@@ -111,6 +126,24 @@ class Metrics:
         every_process = CollectorRegistry()
         MultiProcessCollector(every_process, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]
         return generate_latest(every_process) + generate_latest(self._info_registry)
+
+
+class _JobGauges:
+    """``deploykit_jobs_queued`` and ``deploykit_jobs_running``, read from the job store when scraped."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import GaugeMetricFamily
+
+        source = self.metrics.job_counts
+        if source is None:
+            return
+        counts = source()
+        yield GaugeMetricFamily("deploykit_jobs_queued", "Async jobs waiting to run (the queue depth)",
+                                value=counts.get("queued", 0))
+        yield GaugeMetricFamily("deploykit_jobs_running", "Async jobs running now", value=counts.get("running", 0))
 
 
 def enable_multiprocess(folder: str) -> None:

@@ -57,6 +57,13 @@ class LocalSettings(TargetSettings):
                                                      "(older ones are pruned after a successful update)")
     keep_warm_s: float = Field(0, ge=0, le=3600, description="seconds a replaced server stays running off the "
                                                              "public port, so a rollback re-joins it warm")
+    job_workers: int = Field(1, ge=0, le=64, description="async jobs (POST /jobs) the server runs at once; "
+                                                         "0 turns the job routes off")
+    job_retention_s: float = Field(24 * 3600, gt=0, description="seconds a finished job's status and files are "
+                                                                "kept (then GET answers 410 Gone)")
+    max_job_bytes: int = Field(1 << 30, gt=0, description="larger job uploads get 413")
+    job_webhook: str | None = Field(None, description="URL that every finished job's document is POSTed to "
+                                                      "(a submit's own webhook field wins)")
 
     @property
     def token_value(self) -> str | None:

@@ -581,6 +581,13 @@ class LocalTarget:
             raise ScoringError(f"{deployment.url}/predict answered {status}: {message}", status=status, body=body)
         return Predictions.decode(body)
 
+    # -- Jobs (deploykit.job.JobTarget) -----------------------------------------------------
+    def jobs_endpoint(self, deployment: Deployment) -> Any:
+        """Where ``deployment``'s async jobs are (``/jobs`` on its server): URL, token, TLS trust."""
+        from deploykit.job import JobEndpoint
+
+        return JobEndpoint(deployment.url or "", self._token, self._verify)
+
 
 def _mtime(path: Path) -> float:
     try:

@@ -56,6 +56,24 @@ What the local server does for these protocols, in short:
 """
 
 
+JOBS = """\
+## Async jobs (`/jobs`, deploykit's own)
+
+No peer has these routes, so nothing is replayed; they are deploykit's, tested in
+`tests/plugins/local/test_jobs.py` (README: "Async jobs"). Errors are `{"error": "..."}` with the
+job's `status` where it has one; the same bearer token as scoring.
+
+| route | answers |
+|---|---|
+| `POST /jobs` | 202 + the job's document + `Location: /jobs/{id}`; 413 over `local.max_job_bytes`; 415 for another Content-Type (the accepted ones listed: `multipart/form-data`, `text/csv`, `application/vnd.apache.parquet`, `application/x-parquet`, `application/x-ndjson`, `application/jsonlines`, ...); 400 for an empty file |
+| `PUT /jobs/{id}` | 202 when new; 200 with the existing job for the same input (never run twice); 409 for another input under that id; 400 for an id that is not 1-128 of `A-Za-z0-9._-` |
+| `GET /jobs` | 200 `{"jobs": [...]}`, newest first |
+| `GET /jobs/{id}` | 200 the document: `id`, `status` (`queued`, `running`, `succeeded`, `failed`, `cancelled`), `kind` (`model`, `script`), `created_at`, `started_at`, `finished_at`, `expires_at`, `input` (`name`, `format`, `bytes`), `rows_in`, `rows_out`, `output`, `error`, `cancel_requested`, `revision`, `model_sha256`, `webhook`, `result`; 404 unknown; 410 expired (`expired_at`) |
+| `GET /jobs/{id}/result` | 200 the output file (`text/csv`, `application/vnd.apache.parquet` or `application/x-ndjson`); 409 naming the status until it succeeded; 404; 410 |
+| `DELETE /jobs/{id}` | 200 cancelled (or 202 while a running job stops); 204 a finished job removed; 404 |
+"""
+
+
 def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
@@ -100,7 +118,7 @@ def render() -> str:
              "## Open Inference Protocol V2 (KServe)", "",
              f"deploykit meets {cases_v2.MET} of {cases_v2.EXPECTATIONS} expectations; the "
              f"{cases_v2.EXPECTATIONS - cases_v2.MET} it does not meet are deliberate.", "",
-             *_v2_rows(cases_v2.CASES), ""]
+             *_v2_rows(cases_v2.CASES), "", JOBS]
     return "\n".join(lines)
 
 
