@@ -41,6 +41,7 @@ from deploykit.faults import crash_point
 
 if TYPE_CHECKING:
     from deploykit.artifact import Artifact
+    from deploykit.bundle import Script
     from deploykit.metadata import MetadataStore, State
     from deploykit.operations import PendingOperation, ReconcileReport, Reconciliation
     from deploykit.payload import Predictions
@@ -48,7 +49,7 @@ if TYPE_CHECKING:
     from deploykit.target import Target, TargetContext
 
 __all__ = ["DEFAULT_TIMEOUT", "delete", "deploy", "list_deployments", "open_deployment", "open_target", "reconcile",
-           "rollback", "save_ids", "score", "status"]
+           "rollback", "save_ids", "score", "smoke_test_skipped", "status"]
 
 DEFAULT_TIMEOUT = 600.0
 PathLike = str | Path
@@ -169,7 +170,22 @@ def _deployment_name(name: str | None, artifact: Artifact, state: State, target:
     return name
 
 
-def _smoke(tgt: Target, deployment: Deployment, artifact: Artifact) -> None:
+def smoke_test_skipped(artifact: Artifact) -> str | None:
+    """Why deploy does not smoke-score a scoring-script bundle (None when it does, and for model files)."""
+    if artifact.flavor != "script":
+        return None
+    if artifact.extra.get("mode") == "async":
+        return "an async scoring script scores files as jobs, not a request"
+    if not artifact.example:
+        return "the bundle has no schema or example request; pass --schema example.json (one request) to have it run"
+    return None
+
+
+def _smoke(tgt: Target, deployment: Deployment, artifact: Artifact, progress: Callable[[str], None]) -> None:
+    skipped = smoke_test_skipped(artifact)
+    if skipped is not None:
+        progress(f"smoke test skipped: {skipped}")
+        return
     if not artifact.example:
         return
     import pandas as pd
@@ -350,7 +366,7 @@ def reconcile(name: str | None = None, *, target: str | None = None, credentials
 
 # -- the flow ----------------------------------------------------------------------------------
 
-def deploy(model: PathLike | Artifact, *, target: str = "local", name: str | None = None,
+def deploy(model: PathLike | Artifact | Script, *, target: str = "local", name: str | None = None,
            credentials: PathLike | None = None, metadata: PathLike | None = None,
            schema: PathLike | Schema | None = None, timeout: float = DEFAULT_TIMEOUT, force: bool = False,
            progress: Callable[[str], None] | None = None, trusted_types: Sequence[str] = ()) -> Deployment:
@@ -358,7 +374,11 @@ def deploy(model: PathLike | Artifact, *, target: str = "local", name: str | Non
     nothing when the same model (sha256) already serves there. Returns the recorded Deployment;
     its ``action`` says which of ``created``, ``updated`` or ``unchanged`` happened.
 
-    ``model`` is a joblib/pickle path, an MLflow model directory or ``models:/NAME@ALIAS``.
+    ``model`` is a joblib/pickle path, an MLflow model directory or ``models:/NAME@ALIAS``, or a
+    scoring script: ``deploykit.Script(...)``, ``"app.py:score"`` or a folder holding a
+    ``deploykit.yaml`` (see ``deploykit.bundle``; ``schema`` and ``trusted_types`` do not apply).
+    A script's smoke test is skipped, and ``progress`` told why (``smoke_test_skipped``), when
+    it has no example request or is an async script.
     ``name`` defaults to the file name made valid (``bank_model.joblib`` -> ``bank-model``); a
     new deployment's name must pass ``deploykit.names.check_name`` (InvalidNameError, nothing
     written). ``credentials`` defaults to ``./credentials.yaml`` (or environment variables),
@@ -452,7 +472,7 @@ def _create(store: MetadataStore, tgt: Target, context: TargetContext, artifact:
         try:
             ready = tgt.wait_ready(created, timeout)
             crash_point("create:ready")
-            _smoke(tgt, ready, artifact)
+            _smoke(tgt, ready, artifact, context.progress)
             crash_point("create:smoke-tested")
         except DeployKitError as failed:
             cause = _failure(artifact, failed)
@@ -488,7 +508,7 @@ def _update(store: MetadataStore, tgt: Target, context: TargetContext, current: 
         try:
             ready = tgt.wait_ready(updated, timeout)
             crash_point("update:ready")
-            _smoke(tgt, ready, artifact)
+            _smoke(tgt, ready, artifact, context.progress)
             crash_point("update:smoke-tested")
         except DeployKitError as failed:
             cause = _failure(artifact, failed)
