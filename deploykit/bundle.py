@@ -432,6 +432,10 @@ class ScriptModel:
             except ValueError:
                 raise ScriptFailure(f"the script returned text that is not JSON: {str(result)[:80]!r}", False,
                                     "") from None
+        odd = _not_jsonable(result, "the answer")
+        if odd is not None:
+            raise ScriptFailure(f"the script returned {odd}, which is not JSON-able; return a dict of strings, "
+                                "numbers, lists and dicts (numpy values are fine), or a JSON string", False, "")
         return jsonable(result)
 
     def score_async(self, data_path: str | Path, input_name: str) -> Path:
@@ -455,6 +459,25 @@ class ScriptModel:
             raise ScriptFailure(f"the async script returned {result!r}, which is not the path of a file it wrote; "
                                 "return the output file's full path", False, "")
         return output
+
+
+def _not_jsonable(value: Any, where: str) -> str | None:
+    """``where`` and the type of the first value in ``value`` that ``jsonable`` would only stringify
+    (an object, a DataFrame), or None when every value converts to JSON as what it is."""
+    import datetime
+    import decimal
+    from collections.abc import Mapping
+
+    if value is None or isinstance(value, (str, bytes, bool, int, float, decimal.Decimal, datetime.date,
+                                           datetime.time)):
+        return None
+    if isinstance(value, Mapping):
+        return next((odd for k, v in value.items() if (odd := _not_jsonable(v, f"{where}[{k!r}]"))), None)
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return next((odd for i, v in enumerate(value) if (odd := _not_jsonable(v, f"{where}[{i}]"))), None)
+    if hasattr(value, "tolist") or type(value).__name__ in ("NAType", "NaTType"):  # numpy values, a Series
+        return None
+    return f"{where} as a {type(value).__module__}.{type(value).__qualname__}"
 
 
 def _read_table(path: Path) -> Any:
