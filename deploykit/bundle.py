@@ -312,17 +312,26 @@ def load_bundle(source: Script | str | Path) -> Artifact:
 
 
 def _is_staged(folder: Path) -> bool:
-    """A staged bundle: every file the manifest names is in the folder itself (no subfolders)."""
+    """A staged bundle: its manifest is in normal form and the folder holds exactly the files it
+    names, flat. (A user's folder holding anything more, a subfolder, a ``.git``, a ``__pycache__``,
+    or a hand-written manifest, is staged afresh, so only the bundle's own files are deployed.)"""
     import yaml
 
     try:
-        manifest = yaml.safe_load((folder / MANIFEST).read_text(encoding="utf-8"))
+        text = (folder / MANIFEST).read_text(encoding="utf-8")
+        manifest = yaml.safe_load(text)
     except (OSError, yaml.YAMLError):
+        return False
+    if not isinstance(manifest, dict) or "mode" not in manifest or "name" in manifest or \
+            not isinstance(manifest.get("extra") or [], list) or text != yaml.safe_dump(manifest, sort_keys=True):
         return False
     names = [str(v).split(":")[0] for k, v in manifest.items() if k in ("entrypoint", "preprocess", "model_file",
                                                                          "requirements", "schema")]
     names += list(manifest.get("extra") or [])
-    return all("/" not in n and (folder / n).is_file() for n in names) and manifest.get("env") in (None, ".env")
+    if manifest.get("env") not in (None, ".env") or not all("/" not in n and (folder / n).is_file() for n in names):
+        return False
+    expected = {*names, MANIFEST, *([".env"] if manifest.get("env") else [])}
+    return {p.name for p in folder.iterdir()} == expected
 
 
 def _artifact(folder: Path, name: str | None, *, owned: bool) -> Artifact:
