@@ -140,9 +140,11 @@ class Bundle:
         rng = np.random.default_rng(seed)
         out = []
         for _ in range(n):
-            row = {"age": int(rng.integers(18, 90))}
-            row["job" if self.kind == "two-pickle" else "balance"] = \
-                str(rng.choice(_JOBS)) if self.kind == "two-pickle" else round(float(rng.normal(1000, 800)), 2)
+            row: dict[str, Any] = {"age": int(rng.integers(18, 90))}
+            if self.kind == "two-pickle":
+                row["job"] = str(rng.choice(_JOBS))
+            else:
+                row["balance"] = round(float(rng.normal(1000, 800)), 2)
             out.append(row)
         return out
 

@@ -4,7 +4,6 @@ input's message naming the value and the fix; the deploy command's script option
 from __future__ import annotations
 
 import stat
-from pathlib import Path
 
 import pytest
 
