@@ -696,6 +696,8 @@ def score(name: str, data: Any, *, target: str | None = None, credentials: PathL
 
     ``data`` may be a DataFrame, one record (dict), a list of records, any wire format
     deploykit knows (MLflow, Watson ``input_data``, V2, ...), or a path to a JSON or CSV file.
+    A target with ``score_payload(deployment, data)`` may take ``data`` as it is (a scoring
+    script's JSON; it answers None for a model, which is then scored as a table).
     """
     from deploykit import payload
     from deploykit.plugins import load_formats
@@ -707,8 +709,14 @@ def score(name: str, data: Any, *, target: str | None = None, credentials: PathL
             f"{name!r} on {current.target} has status {current.status!r}; redeploy it or roll it back before scoring"
         )
     tgt, _ = _open(current.target, credentials, store, DEFAULT_TIMEOUT, None)
+    data = read_payload(data)
+    as_is = getattr(tgt, "score_payload", None)  # a scoring script's deployment takes its own JSON
+    if as_is is not None:
+        answered = as_is(current, data)
+        if answered is not None:
+            return answered  # type: ignore[no-any-return]
     load_formats()
-    frame = payload.decode(read_payload(data), current.columns or None)
+    frame = payload.decode(data, current.columns or None)
     return tgt.score(current, frame)
 
 

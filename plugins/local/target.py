@@ -604,19 +604,40 @@ class LocalTarget:
         """POST the rows as records to ``/predict`` and decode the answer."""
         return self._score(deployment, frame, self._verify)
 
+    def score_payload(self, deployment: Deployment, data: Any) -> Predictions | None:
+        """A scoring script's deployment takes its own JSON: ``data`` (a dict, a list, or a DataFrame
+        sent as records) is posted as it is and the answer read as ``script_predictions``. None for a
+        model's deployment (the lifecycle then decodes ``data`` into a table and calls ``score``)."""
+        if not deployment.ids.get("bundle"):
+            return None
+        if type(data).__name__ == "DataFrame":
+            return self._score(deployment, data, self._verify)
+        if not isinstance(data, (dict, list)):
+            from deploykit.errors import PayloadError
+
+            raise PayloadError(f"{deployment.name!r} serves a scoring script, which takes JSON; got "
+                               f"{type(data).__name__}: send a JSON object (or a .json file)")
+        return self._post_script(deployment, data, len(data) if isinstance(data, list) else 1, self._verify)
+
     def _score(self, deployment: Deployment, frame: Any, verify: bool | str) -> Predictions:
-        bundle = deployment.ids.get("bundle")
-        if bundle == "async":
+        records = encode(frame, "records")
+        if deployment.ids.get("bundle") is not None:
+            # a script takes its own JSON: one row is sent as one object, as Neomaril's clients send it
+            return self._post_script(deployment, records[0] if len(records) == 1 else records, len(records), verify)
+        return Predictions.decode(self._post(deployment, records, verify))
+
+    def _post_script(self, deployment: Deployment, data: Any, rows: int, verify: bool | str) -> Predictions:
+        if deployment.ids.get("bundle") == "async":
             raise ScoringError(f"{deployment.name!r} serves an async scoring script, which scores files as jobs, "
                                f"not rows; submit the file: deploykit score {deployment.name} FILE --async", status=409)
-        records = encode(frame, "records")
-        # a script takes its own JSON: one row is sent as one object, as Neomaril's clients send it
-        sent = records[0] if bundle is not None and len(records) == 1 else records
-        status, body = request_json("POST", f"{deployment.url}/predict", sent, token=self._token, verify=verify)
+        return script_predictions(self._post(deployment, data, verify), rows)
+
+    def _post(self, deployment: Deployment, data: Any, verify: bool | str) -> Any:
+        status, body = request_json("POST", f"{deployment.url}/predict", data, token=self._token, verify=verify)
         if status != 200:
             message = body.get("error") if isinstance(body, dict) else body
             raise ScoringError(f"{deployment.url}/predict answered {status}: {message}", status=status, body=body)
-        return script_predictions(body, len(records)) if bundle is not None else Predictions.decode(body)
+        return body
 
 
 def script_predictions(answer: Any, rows: int) -> Predictions:

@@ -17,6 +17,8 @@ import deploykit
 from deploykit.errors import DeploymentError, ScoringError
 from deploykit.testing.bundles import async_bundle, secret_digest, sync_bundle, two_pickle_bundle
 from deploykit_plugins.local.environments import PTH_NAME, cache_root, environment_key
+from deploykit_plugins.local.routes.script import script_data
+from deploykit_plugins.local.target import script_predictions
 
 SECRET = "s3cr3t-7f1e9c-do-not-leak"
 
@@ -87,6 +89,7 @@ def test_neomaril_sync_script_with_an_env_file_through_the_cli(cli, project) -> 
         assert _post(url, row).json() == {**bundle.expected(row), "secret": secret_digest(SECRET), "threshold": 0.5}
     scored = deploykit.score("churn", bundle.example)
     assert scored.raw == expected and scored.labels == [expected["pred"]]
+    assert deploykit.score("churn", {"Input": bundle.example}).raw == expected  # passed as it is, not as a table
     via_cli = cli("score", "churn", "src/example.json", "--json")
     assert via_cli.code == 0 and via_cli.json()["predictions"] == [expected["pred"]]
 
@@ -288,3 +291,17 @@ def test_environment_cache_default_follows_xdg(monkeypatch, tmp_path) -> None:
     assert cache_root(None) == tmp_path / "deploykit" / "envs"
     monkeypatch.delenv("XDG_CACHE_HOME")
     assert cache_root(None) == Path.home() / ".cache" / "deploykit" / "envs"
+
+
+def test_a_scripts_answer_as_predictions() -> None:
+    assert script_predictions({"pred": 1, "proba": 0.8}, 1).labels == [1]
+    assert script_predictions({"prediction": [0, 1]}, 2).labels == [0, 1]
+    assert script_predictions([{"a": 1}, {"a": 2}], 2).labels == [{"a": 1}, {"a": 2}]
+    odd = script_predictions({"score": 7}, 1)
+    assert odd.labels == [{"score": 7}] and odd.raw == {"score": 7}
+
+
+def test_what_the_script_gets_as_data() -> None:
+    assert script_data(b'{"age": 41}', {"age": 41}) == '{"age": 41}'  # the body's text, as the client wrote it
+    assert json.loads(script_data(b'{"Input": {"age": 41}}', {"Input": {"age": 41}})) == {"age": 41}
+    assert script_data(b'{"Input": 3}', {"Input": 3}) == '{"Input": 3}'
