@@ -119,6 +119,7 @@ def main() -> None:
     bodies = {"model": json.dumps([row]).encode(), "model-nobatch": json.dumps([row]).encode(),
               "script": json.dumps(row).encode()}
     load = run_load_wrk if Path(WRK).exists() else run_load
+    args.load_before = os.getloadavg()[0]
     procs: dict[str, subprocess.Popen[bytes]] = {}
     ports: dict[str, int] = {}
     results: dict[tuple[str, int], list[LoadResult]] = {}
@@ -154,6 +155,7 @@ def main() -> None:
                 os.killpg(proc.pid, signal.SIGTERM)
         for proc in procs.values():
             proc.wait(30)
+    args.load_after = os.getloadavg()[0]
     _report(args, results, row, "wrk" if load is run_load_wrk else "the asyncio client of benchmarks/_load.py")
 
 
@@ -173,7 +175,8 @@ def _report(args: argparse.Namespace, results: dict[tuple[str, int], list[LoadRe
         f"{args.rounds} round(s); each phase {args.warmup:g} s warm-up + {args.duration:g} s measured with {client} "
         "(one thread, keep-alive), the servers loaded one at a time in rotated order; figures are medians over "
         "rounds. Client and server share the machine's cores, and other work on the machine adds noise: compare "
-        "figures from one run only.",
+        f"figures from one run only (1-minute load average {args.load_before:.1f} at the start, "
+        f"{args.load_after:.1f} at the end).",
         "",
         "Model: the example bank pipeline (ColumnTransformer + RandomForest, 50 trees, n_jobs=1). Each server is "
         "`deploykit serve` with 1 worker and metrics off; every request is one row to `POST /predict`.",
@@ -194,6 +197,9 @@ def _report(args: argparse.Namespace, results: dict[tuple[str, int], list[LoadRe
         f"request either way) the script serves {ratio[1]:.2f}x the requests/s at c=1 and {ratio[8]:.2f}x at c=8; "
         f"against the default (micro-batching 2 ms, which gathers the c=8 requests into one predict call) "
         f"{batched:.2f}x at c=8.",
+        "",
+        "*errors* are wrk's non-2xx answers and socket errors (its 2 s timeout, which the slowest c=8 requests "
+        "reach on a loaded machine).",
         "",
         "Where it goes: the script is called once per request (a script's input is its own JSON, so requests are "
         "never batched together), on the one worker thread that runs scripts one at a time (a script need not be "
