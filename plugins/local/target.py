@@ -313,6 +313,7 @@ class LocalTarget:
         """Start a server for ``artifact`` on the configured port (or a free one)."""
         self._action = "create"
         self._stop_orphans(name, keep=set())
+        self._bundle(artifact.path)  # a bundle's environment first: requirements pip refuses leave nothing kept
         model, schema = self._keep(artifact, name)
         port = self.settings.port or free_port(self.settings.host)
         return self._start(name, 1, model, schema, artifact.sha256, port, replacing=False)
@@ -321,6 +322,7 @@ class LocalTarget:
         """Start the new revision on a private port; ``wait_ready`` smoke-tests it and switches."""
         self._action = "update"
         self._stop_orphans(current.name, keep={int(current.ids.get("pid") or 0)})
+        self._bundle(artifact.path)
         model, schema = self._keep(artifact, current.name)
         revision = max(current.revisions) + 1
         return self._replace(current, model, schema, artifact.sha256, revision)

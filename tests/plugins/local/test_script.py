@@ -219,6 +219,8 @@ def test_requirements_build_an_environment_and_a_bad_one_leaves_the_old_revision
         assert "installing requirements.txt failed" in message and "deploykit-no-such-package" in message
         assert "what served keeps serving" in message
         assert not list(env_cache.glob(".*.tmp"))
+        kept = {p.name for p in (project.dir / ".deploykit" / "artifacts").iterdir() if p.is_dir()}
+        assert kept == {dep.model_sha256}  # the refused bundle was not kept
         now = deploykit.status("labels")
         assert (now.revision, now.ids["pid"], now.status) == (1, dep.ids["pid"], "ready")
         assert _post(dep.url, bundle.example).json() == answer
