@@ -307,3 +307,32 @@ def test_what_the_script_gets_as_data() -> None:
     assert script_data(b'{"age": 41}', {"age": 41}) == '{"age": 41}'  # the body's text, as the client wrote it
     assert json.loads(script_data(b'{"Input": {"age": 41}}', {"Input": {"age": 41}})) == {"age": 41}
     assert script_data(b'{"Input": 3}', {"Input": 3}) == '{"Input": 3}'
+
+
+@pytest.mark.parametrize("step", ["update:spawned", "update:joined"])
+def test_an_update_killed_mid_way_is_reconciled_like_a_model_files(cli, project, step) -> None:
+    first = sync_bundle(project.dir / "v1")
+    created = cli("deploy", "v1", "--name", "churn", "--json")
+    assert created.code == 0, created.err
+    url = created.json()["url"]
+    second = sync_bundle(project.dir / "v2", seed=1, raw_numpy=True)
+    killed = cli("deploy", "v2", "--name", "churn", env={"DEPLOYKIT_CRASH_AT": step})
+    assert killed.code == -9, killed.err
+    again = cli("deploy", "v2", "--name", "churn", "--json")  # reconciles first, then deploys or finds it done
+    assert again.code == 0, again.err
+    record = again.json()
+    assert record["revision"] == 2 and record["status"] == "ready"
+    assert _post(url, second.example).json() == pytest.approx(second.expected(second.example))
+    servers = [p for p in Path("/proc").iterdir() if p.name.isdigit() and _alive(int(p.name))
+               and str(project.dir / ".deploykit" / "run").encode() in _cmdline(p)]
+    assert [int(p.name) for p in servers] == [record["ids"]["pid"]]
+    back = cli("rollback", "churn", "--json")
+    assert back.code == 0 and _post(url, first.example).json() == first.expected(first.example)
+    assert cli("delete", "churn").code == 0
+
+
+def _cmdline(proc: Path) -> bytes:
+    try:
+        return (proc / "cmdline").read_bytes()
+    except OSError:
+        return b""
