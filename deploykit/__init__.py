@@ -4,6 +4,10 @@
     dep = deploykit.deploy("model.joblib", target="local", name="bank-model")
     deploykit.score("bank-model", {"age": 41, "job": "admin.", ...}).labels
 
+A scoring script with its files (Neomaril's ``score(data, base_path)`` contract) deploys the same way:
+
+    deploykit.deploy(deploykit.Script("app.py:score", model_file="model.pkl", requirements="requirements.txt"))
+
 Importing deploykit is cheap: FastAPI, uvicorn, pandas and cloud SDKs load only when used.
 """
 
@@ -28,6 +32,7 @@ from deploykit.errors import (
 
 if TYPE_CHECKING:
     from deploykit.batch import batch
+    from deploykit.bundle import Script
     from deploykit.deployment import Deployment
     from deploykit.job import submit
     from deploykit.lifecycle import delete, deploy, list_deployments, reconcile, rollback, score, status
@@ -37,6 +42,7 @@ if TYPE_CHECKING:
 _LAZY = {
     "Deployment": "deploykit.deployment",
     "Predictions": "deploykit.payload",
+    "Script": "deploykit.bundle",
     "batch": "deploykit.batch",
     "delete": "deploykit.lifecycle",
     "deploy": "deploykit.lifecycle",
@@ -63,6 +69,7 @@ __all__ = [
     "Predictions",
     "SchemaError",
     "ScoringError",
+    "Script",
     "SmokeTestError",
     "TargetError",
     "TargetUnavailableError",

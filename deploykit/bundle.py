@@ -312,17 +312,26 @@ def load_bundle(source: Script | str | Path) -> Artifact:
 
 
 def _is_staged(folder: Path) -> bool:
-    """A staged bundle: every file the manifest names is in the folder itself (no subfolders)."""
+    """A staged bundle: its manifest is in normal form and the folder holds exactly the files it
+    names, flat. (A user's folder holding anything more, a subfolder, a ``.git``, a ``__pycache__``,
+    or a hand-written manifest, is staged afresh, so only the bundle's own files are deployed.)"""
     import yaml
 
     try:
-        manifest = yaml.safe_load((folder / MANIFEST).read_text(encoding="utf-8"))
+        text = (folder / MANIFEST).read_text(encoding="utf-8")
+        manifest = yaml.safe_load(text)
     except (OSError, yaml.YAMLError):
+        return False
+    if not isinstance(manifest, dict) or "mode" not in manifest or "name" in manifest or \
+            not isinstance(manifest.get("extra") or [], list) or text != yaml.safe_dump(manifest, sort_keys=True):
         return False
     names = [str(v).split(":")[0] for k, v in manifest.items() if k in ("entrypoint", "preprocess", "model_file",
                                                                          "requirements", "schema")]
     names += list(manifest.get("extra") or [])
-    return all("/" not in n and (folder / n).is_file() for n in names) and manifest.get("env") in (None, ".env")
+    if manifest.get("env") not in (None, ".env") or not all("/" not in n and (folder / n).is_file() for n in names):
+        return False
+    expected = {*names, MANIFEST, *([".env"] if manifest.get("env") else [])}
+    return {p.name for p in folder.iterdir()} == expected
 
 
 def _artifact(folder: Path, name: str | None, *, owned: bool) -> Artifact:
@@ -432,6 +441,10 @@ class ScriptModel:
             except ValueError:
                 raise ScriptFailure(f"the script returned text that is not JSON: {str(result)[:80]!r}", False,
                                     "") from None
+        odd = _not_jsonable(result, "the answer")
+        if odd is not None:
+            raise ScriptFailure(f"the script returned {odd}, which is not JSON-able; return a dict of strings, "
+                                "numbers, lists and dicts (numpy values are fine), or a JSON string", False, "")
         return jsonable(result)
 
     def score_async(self, data_path: str | Path, input_name: str) -> Path:
@@ -455,6 +468,25 @@ class ScriptModel:
             raise ScriptFailure(f"the async script returned {result!r}, which is not the path of a file it wrote; "
                                 "return the output file's full path", False, "")
         return output
+
+
+def _not_jsonable(value: Any, where: str) -> str | None:
+    """``where`` and the type of the first value in ``value`` that ``jsonable`` would only stringify
+    (an object, a DataFrame), or None when every value converts to JSON as what it is."""
+    import datetime
+    import decimal
+    from collections.abc import Mapping
+
+    if value is None or isinstance(value, (str, bytes, bool, int, float, decimal.Decimal, datetime.date,
+                                           datetime.time)):
+        return None
+    if isinstance(value, Mapping):
+        return next((odd for k, v in value.items() if (odd := _not_jsonable(v, f"{where}[{k!r}]"))), None)
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return next((odd for i, v in enumerate(value) if (odd := _not_jsonable(v, f"{where}[{i}]"))), None)
+    if hasattr(value, "tolist") or type(value).__name__ in ("NAType", "NaTType"):  # numpy values, a Series
+        return None
+    return f"{where} as a {type(value).__module__}.{type(value).__qualname__}"
 
 
 def _read_table(path: Path) -> Any:

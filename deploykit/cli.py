@@ -136,26 +136,55 @@ def cli() -> None:
                    "the error for an untrusted file lists them.")
 @click.option("--reference", type=click.Path(dir_okay=False), default=None,
               help="Training data (CSV or Parquet): store its per-feature profile for 'deploykit drift'.")
+@click.option("--model-file", type=click.Path(dir_okay=False), default=None,
+              help="Script: the model file it loads (its name is in $modelFileName).")
+@click.option("--extra", multiple=True, type=click.Path(dir_okay=False),
+              help="Script: another file beside it (a second pickle, a helper module); repeatable.")
+@click.option("--requirements", type=click.Path(dir_okay=False), default=None,
+              help="Script: requirements.txt its serving environment is built from.")
+@click.option("--env", "env_file", type=click.Path(dir_okay=False), default=None,
+              help="Script: an env file (KEY=value lines) whose variables it reads; the values stay in a 0600 file.")
+@click.option("--mode", type=click.Choice(["sync", "async"]), default=None,
+              help="Script: sync (a request in, JSON out) or async (a file in, a file out) [default: sync].")
+@click.option("--preprocess", default=None, metavar="FILE.py:FUNC",
+              help="Script: a function run before score (process for sync, build_df for async).")
 @_state_options
 @_json_option
 @_handle
 def deploy(model: str, target: str, name: str | None, schema: str | None, timeout: float, force: bool,
-           trust: tuple[str, ...], reference: str | None, credentials: str | None, metadata: str | None,
-           as_json: bool) -> None:
-    """Deploy MODEL (a joblib/pickle or skops file, an MLflow model dir or models:/NAME@ALIAS): create, update, or no-op.
+           trust: tuple[str, ...], reference: str | None, model_file: str | None, extra: tuple[str, ...],
+           requirements: str | None, env_file: str | None, mode: str | None, preprocess: str | None,
+           credentials: str | None, metadata: str | None, as_json: bool) -> None:
+    """Deploy MODEL: create, update, or no-op.
+
+    MODEL is a joblib/pickle or skops file, an MLflow model dir or models:/NAME@ALIAS; or a
+    scoring script, FILE.py:FUNCTION (deploykit deploy app.py:score --model-file model.pkl ...)
+    or a folder holding a deploykit.yaml that names the same files.
 
     Loading a joblib/pickle file runs code it names: deploy only files you trust, or skops files."""
     from deploykit.lifecycle import deploy as run
+    from deploykit.lifecycle import smoke_test_skipped
 
+    script_options = {"--model-file": model_file, "--extra": extra, "--requirements": requirements,
+                      "--env": env_file, "--mode": mode, "--preprocess": preprocess}
+    source = _deploy_source(model, {flag: value for flag, value in script_options.items() if value},
+                            schema, trust)
     frame = None
     if reference is not None:  # read before deploying, so a bad file fails before anything changes
         from deploykit.drift import read_reference
 
         frame = read_reference(reference)
-    dep = run(model, target=target, name=name, credentials=credentials, metadata=metadata, schema=schema,
-              timeout=timeout, force=force, trusted_types=trust)
+    artifact = None
+    if source is not None:  # a bundle is staged here, so the smoke-test note below knows what it holds
+        from deploykit.artifact import load_artifact
+
+        artifact = load_artifact(source)
+    dep = run(artifact if artifact is not None else model, target=target, name=name, credentials=credentials,
+              metadata=metadata, schema=None if artifact is not None else schema, timeout=timeout, force=force,
+              trusted_types=trust)
     if sys.stderr.isatty():
         sys.stderr.write("\r\033[K")
+    skipped = smoke_test_skipped(artifact) if artifact is not None and dep.action in ("created", "updated") else None
     if frame is not None:
         from deploykit.drift import save_profile
         from deploykit.errors import DriftError
@@ -166,7 +195,46 @@ def deploy(model: str, target: str, name: str | None, schema: str | None, timeou
         except DriftError as exc:
             raise DriftError(f"{dep.name} revision {dep.revision} is deployed, but its reference profile was not "
                              f"stored: {exc}") from None
-    _emit(dep.summary(), as_json, lambda: _describe(dep))
+
+    def human() -> None:
+        _describe(dep)
+        if skipped:
+            click.echo(f"smoke test skipped: {skipped}", err=True)
+
+    _emit({**dep.summary(), **({"smoke_test": f"skipped: {skipped}"} if skipped else {})}, as_json, human)
+
+
+def _deploy_source(model: str, script_options: dict[str, Any], schema: str | None, trust: tuple[str, ...]) -> Any:
+    """What ``deploy`` loads for MODEL: a Script (FILE.py:FUNCTION with the script options), the
+    folder (holding deploykit.yaml), or None for a model file. Script options with a model file,
+    and options a bundle folder's deploykit.yaml names itself, are usage errors saying what to do."""
+    from pathlib import Path
+
+    from deploykit.bundle import MANIFEST, Script, is_bundle
+
+    flags = ", ".join(script_options)
+    if not is_bundle(model):
+        if script_options:
+            kind = "a folder without a deploykit.yaml" if Path(model).is_dir() else \
+                "a script file without its function" if model.endswith(".py") else "a model file"
+            raise click.UsageError(
+                f"{flags} {'is' if len(script_options) == 1 else 'are'} for a scoring script, but MODEL {model!r} is "
+                f"{kind}; name the script and its function (deploykit deploy app.py:score --model-file model.pkl "
+                f"...), or a folder holding a {MANIFEST}, or drop {flags} to deploy a model file")
+        return None
+    if trust:
+        raise click.UsageError(f"--trust is for skops model files, but MODEL {model!r} is a scoring script; drop it")
+    if Path(model).expanduser().is_dir():
+        given = [*script_options, *(["--schema"] if schema else [])]
+        if given:
+            raise click.UsageError(
+                f"MODEL {model!r} is a folder whose {MANIFEST} names the bundle's files, so {', '.join(given)} "
+                f"cannot be given too; put them in {str(Path(model) / MANIFEST)!r} (keys model_file, extra, "
+                "requirements, env, schema, mode, preprocess)")
+        return model
+    return Script(model, script_options.get("--model-file"), list(script_options.get("--extra", ())),
+                  script_options.get("--requirements"), script_options.get("--env"), schema,
+                  script_options.get("--mode") or "sync", script_options.get("--preprocess"))
 
 
 @cli.command()

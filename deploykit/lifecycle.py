@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from deploykit.artifact import Artifact
+    from deploykit.bundle import Script
     from deploykit.metadata import MetadataStore, State
     from deploykit.operations import PendingOperation, ReconcileReport, Reconciliation
     from deploykit.payload import Predictions
@@ -50,7 +51,7 @@ if TYPE_CHECKING:
     from deploykit.target import Target, TargetContext
 
 __all__ = ["DEFAULT_TIMEOUT", "delete", "deploy", "list_deployments", "logged_inputs", "open_deployment", "open_target",
-           "reconcile", "rollback", "save_ids", "score", "status"]
+           "reconcile", "rollback", "save_ids", "score", "smoke_test_skipped", "status"]
 
 DEFAULT_TIMEOUT = 600.0
 PathLike = str | Path
@@ -171,7 +172,22 @@ def _deployment_name(name: str | None, artifact: Artifact, state: State, target:
     return name
 
 
-def _smoke(tgt: Target, deployment: Deployment, artifact: Artifact) -> None:
+def smoke_test_skipped(artifact: Artifact) -> str | None:
+    """Why deploy does not smoke-score a scoring-script bundle (None when it does, and for model files)."""
+    if artifact.flavor != "script":
+        return None
+    if artifact.extra.get("mode") == "async":
+        return "an async scoring script scores files as jobs, not a request"
+    if not artifact.example:
+        return "the bundle has no schema or example request; pass --schema example.json (one request) to have it run"
+    return None
+
+
+def _smoke(tgt: Target, deployment: Deployment, artifact: Artifact, progress: Callable[[str], None]) -> None:
+    skipped = smoke_test_skipped(artifact)
+    if skipped is not None:
+        progress(f"smoke test skipped: {skipped}")
+        return
     if not artifact.example:
         return
     import pandas as pd
@@ -352,7 +368,7 @@ def reconcile(name: str | None = None, *, target: str | None = None, credentials
 
 # -- the flow ----------------------------------------------------------------------------------
 
-def deploy(model: PathLike | Artifact, *, target: str = "local", name: str | None = None,
+def deploy(model: PathLike | Artifact | Script, *, target: str = "local", name: str | None = None,
            credentials: PathLike | None = None, metadata: PathLike | None = None,
            schema: PathLike | Schema | None = None, timeout: float = DEFAULT_TIMEOUT, force: bool = False,
            progress: Callable[[str], None] | None = None, trusted_types: Sequence[str] = ()) -> Deployment:
@@ -360,7 +376,11 @@ def deploy(model: PathLike | Artifact, *, target: str = "local", name: str | Non
     nothing when the same model (sha256) already serves there. Returns the recorded Deployment;
     its ``action`` says which of ``created``, ``updated`` or ``unchanged`` happened.
 
-    ``model`` is a joblib/pickle path, an MLflow model directory or ``models:/NAME@ALIAS``.
+    ``model`` is a joblib/pickle path, an MLflow model directory or ``models:/NAME@ALIAS``, or a
+    scoring script: ``deploykit.Script(...)``, ``"app.py:score"`` or a folder holding a
+    ``deploykit.yaml`` (see ``deploykit.bundle``; ``schema`` and ``trusted_types`` do not apply).
+    A script's smoke test is skipped, and ``progress`` told why (``smoke_test_skipped``), when
+    it has no example request or is an async script.
     ``name`` defaults to the file name made valid (``bank_model.joblib`` -> ``bank-model``); a
     new deployment's name must pass ``deploykit.names.check_name`` (InvalidNameError, nothing
     written). ``credentials`` defaults to ``./credentials.yaml`` (or environment variables),
@@ -454,7 +474,7 @@ def _create(store: MetadataStore, tgt: Target, context: TargetContext, artifact:
         try:
             ready = tgt.wait_ready(created, timeout)
             crash_point("create:ready")
-            _smoke(tgt, ready, artifact)
+            _smoke(tgt, ready, artifact, context.progress)
             crash_point("create:smoke-tested")
         except DeployKitError as failed:
             cause = _failure(artifact, failed)
@@ -490,7 +510,7 @@ def _update(store: MetadataStore, tgt: Target, context: TargetContext, current: 
         try:
             ready = tgt.wait_ready(updated, timeout)
             crash_point("update:ready")
-            _smoke(tgt, ready, artifact)
+            _smoke(tgt, ready, artifact, context.progress)
             crash_point("update:smoke-tested")
         except DeployKitError as failed:
             cause = _failure(artifact, failed)
@@ -693,6 +713,8 @@ def score(name: str, data: Any, *, target: str | None = None, credentials: PathL
 
     ``data`` may be a DataFrame, one record (dict), a list of records, any wire format
     deploykit knows (MLflow, Watson ``input_data``, V2, ...), or a path to a JSON or CSV file.
+    A target with ``score_payload(deployment, data)`` may take ``data`` as it is (a scoring
+    script's JSON; it answers None for a model, which is then scored as a table).
     """
     from deploykit import payload
     from deploykit.plugins import load_formats
@@ -704,8 +726,14 @@ def score(name: str, data: Any, *, target: str | None = None, credentials: PathL
             f"{name!r} on {current.target} has status {current.status!r}; redeploy it or roll it back before scoring"
         )
     tgt, _ = _open(current.target, credentials, store, DEFAULT_TIMEOUT, None)
+    data = read_payload(data)
+    as_is = getattr(tgt, "score_payload", None)  # a scoring script's deployment takes its own JSON
+    if as_is is not None:
+        answered = as_is(current, data)
+        if answered is not None:
+            return answered  # type: ignore[no-any-return]
     load_formats()
-    frame = payload.decode(read_payload(data), current.columns or None)
+    frame = payload.decode(data, current.columns or None)
     return tgt.score(current, frame)
 
 

@@ -1,6 +1,6 @@
 """The local server's app: one loaded model, every protocol deploykit speaks, micro-batched.
 
-Routes (one module each under ``routes/``): ``/health``; ``POST /predict`` (any payload
+Routes (one module each under ``routes/``; a scoring script's in ``routes/script``): ``/health``; ``POST /predict`` (any payload
 format, deploykit's response shape); ``POST /invocations``, ``GET /ping``, ``GET /version``
 (MLflow); ``/v2/...`` (Open Inference Protocol: health, metadata, the model index, ``infer``
 with JSON or binary tensors);
@@ -87,14 +87,20 @@ def create_app(artifact: Artifact, config: ServerConfig | None = None) -> FastAP
     load_formats()
     config = config or ServerConfig()
     ctx = RouteContext(artifact, config)
-    if ctx.schema.columns:  # docs and error messages show a row built from the schema, never the training row
+    script = artifact.flavor == "script"
+    if script:  # a scoring script's example is the request its author wrote, shown as it is (never warmed up)
+        import orjson
+
+        ctx.example_body = orjson.dumps(ctx.schema.example or {"column": "value"}).decode()
+    elif ctx.schema.columns:  # docs and error messages show a row built from the schema, never the training row
         import dataclasses
 
         import orjson
 
         ctx.schema = dataclasses.replace(ctx.schema, example=openapi.example_row(ctx.schema))
         ctx.example_body = orjson.dumps([ctx.schema.example]).decode()
-    _warm_up(ctx)
+    if not script:
+        _warm_up(ctx)
     app = FastAPI(title=f"deploykit: {config.name}", version=str(config.revision),
                   description=f"Model {config.name} revision {config.revision} "
                               f"({artifact.framework} {artifact.framework_version or ''}, "

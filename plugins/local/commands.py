@@ -13,8 +13,8 @@ from deploykit_plugins.local.settings import LocalSettings
 
 __all__ = ["serve_command"]
 
-#: Settings that mean nothing in the foreground (the interpreter is this one).
-_NOT_OPTIONS = ("python",)
+#: Settings that mean nothing in the foreground (the interpreter, and so the environment, is this one).
+_NOT_OPTIONS = ("python", "env_cache")
 #: Defaults that differ in the foreground: a fixed, well-known port.
 _SERVE_DEFAULTS: dict[str, Any] = {"port": 8000}
 _ENVVARS = {"token": "DEPLOYKIT_TOKEN"}

@@ -30,6 +30,8 @@ def example_row(schema: Any) -> dict[str, Any]:
 
 def document(app: FastAPI, schema: Any, ctx: RouteContext) -> dict[str, Any]:
     """The OpenAPI document: FastAPI's for the GET routes plus the hand-written scoring routes."""
+    if ctx.artifact.flavor == "script":
+        return _script_document(app, ctx)
     example = example_row(schema)
 
     def doc(path: str, summary: str, body: dict[str, Any], ok: dict[str, Any], error: dict[str, Any],
@@ -68,6 +70,28 @@ def document(app: FastAPI, schema: Any, ctx: RouteContext) -> dict[str, Any]:
                 if param.get("in") == "path" and param["name"] in served:
                     param["schema"] = {"type": "string", "enum": [served[param["name"]]]}
     return spec
+
+
+def _script_document(app: FastAPI, ctx: RouteContext) -> dict[str, Any]:
+    """A scoring script's document: ``POST /predict`` taking the script's own JSON, its example the
+    bundle's example request (the author wrote it as an example, so it is shown as it is)."""
+    async def endpoint() -> None:
+        return None
+
+    proto = payload.protocol("deploykit")
+    example = ctx.artifact.schema.example or {}
+    body = {"requestBody": {"required": True, "content": {JSON: {"schema": {}, "example": example}}}}
+    responses: dict[int | str, dict[str, Any]] = {200: {"description": "The script's answer",
+                                                        "content": {JSON: {"schema": {}}}}}
+    for status, text in ((400, "Malformed JSON"), (401, "Missing or wrong bearer token"),
+                         (409, "An async script: submit a job instead"),
+                         (413, "Body over local.max_body_bytes"), (422, "The script rejected the input"),
+                         (500, "The script failed")):
+        responses[status] = {"description": text, "content": {JSON: {"schema": proto.error_schema}}}
+    route = APIRoute(records.PATH, endpoint, methods=["POST"], openapi_extra=body, responses=responses,
+                     summary=f"Call the scoring script ({ctx.artifact.extra.get('mode', 'sync')}) with this JSON")
+    return get_openapi(title=app.title, version=app.version, description=app.description,
+                       routes=[*app.routes, route])
 
 
 def _openapi_body(schema: Any, example: dict[str, Any], proto: payload.Protocol, csv: bool = False) -> dict[str, Any]:

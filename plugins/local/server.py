@@ -4,7 +4,11 @@
 (``settings.ServerDocument``, mode 0600, removed once read) holding the model, its recorded
 sha256, its name and revision and every ``local:`` setting; the token is never on argv or in
 the environment. The model file's sha256 is compared (``hmac.compare_digest``) with the
-recorded one before it is unpickled: a mismatch is refused, naming both digests.
+recorded one before it is unpickled: a mismatch is refused, naming both digests. A scoring
+script's bundle folder is checked the same way (the digest covers every file in it), then its
+script is imported here, before any socket is bound (``ScriptModel.load``: the env file's
+variables are read from its 0600 file by this process, never passed in), so a script that
+fails to import fails the start with its message.
 
 Sockets: a private listener on 127.0.0.1 (the deployer's smoke test scores it before any live
 client can reach the revision) and a health socket. With ``public = "bind"`` (``deploykit
@@ -124,9 +128,10 @@ def check_digest(model: Path, expected: str) -> None:
 
     actual = sha256_of(model)
     if not hmac.compare_digest(actual.encode(), expected.encode()):
+        what = "bundle folder" if model.is_dir() else "model file"
         raise ArtifactError(
-            f"the model file {str(model)!r} has sha256 {actual}, but the recorded sha256 is {expected}: it was "
-            "changed after it was deployed; refusing to load it. Deploy the original model file again")
+            f"the {what} {str(model)!r} has sha256 {actual}, but the recorded sha256 is {expected}: it was "
+            f"changed after it was deployed; refusing to load it. Deploy the original {what} again")
 
 
 def approved_types(model: Path) -> list[str]:
@@ -208,6 +213,9 @@ def main(argv: list[str] | None = None) -> int:
             check_digest(Path(doc.model), doc.model_sha256)
             trusted = approved_types(Path(doc.model))
         artifact = load_artifact(doc.model, doc.schema_file, trusted_types=trusted)
+        if artifact.flavor == "script":
+            sys.dont_write_bytecode = True  # the digest-checked folder stays exactly as deployed
+            artifact.model.load()
     except DeployKitError as exc:
         print(f"deploykit server: {exc}", file=sys.stderr, flush=True)
         return 1

@@ -31,7 +31,10 @@ class LocalSettings(TargetSettings):
                                                  "is read from the credentials file's folder")
     keyfile: CertFile = Field(None, description="TLS private key (PEM) [default: the certfile]")
     max_body_bytes: int = Field(32 * 1024 * 1024, gt=0, description="larger request bodies get 413")
-    python: str | None = Field(None, description="interpreter for the server process (default: this one)")
+    python: str | None = Field(None, description="interpreter for the server process (default: this one; a "
+                                                 "scoring script with requirements runs in its own environment)")
+    env_cache: str | None = Field(None, description="folder of the cached environments of scoring scripts' "
+                                                    "requirements [default: $XDG_CACHE_HOME/deploykit/envs]")
     workers: int = Field(1, ge=1, le=64, description="serving processes, each with its own SO_REUSEPORT listener")
     batch_wait_ms: float = Field(2.0, ge=0, le=1000,
                                  description="how long concurrent requests may wait to be scored in one "

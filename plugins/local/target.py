@@ -21,12 +21,21 @@ own smoke test and record follow):
 failed update it simply stops the never-joined new server. Otherwise it starts the kept model.
 
 Files under ``.deploykit/``: ``artifacts/<sha256>/model.*`` (the kept model, exactly the file
-its digest covers, re-checked before each use; ``schema.json`` beside it), ``artifacts/<sha256>.users``
+its digest covers, re-checked before each use; ``schema.json`` beside it; a scoring-script
+bundle is the folder ``artifacts/<sha256>/model/``, its digest covering every file, its ``.env``
+kept at mode 0600), ``artifacts/<sha256>.users``
 (the deployment names using it), ``run/<name>-r<revision>-<sha8>.json`` (the server's state),
 ``.launch.json`` (what the deployer started) and ``.settings`` (the server's settings document,
 removed once read), ``logs/<name>.log`` (rotated). Run-file names are derived from (name,
 revision, sha256), and the server's command line holds that path, so ``reconcile`` finds a
 server whose pid was never recorded.
+
+A bundle (``deploykit.bundle``) is served by the python of the environment built from its
+``requirements.txt`` (``environments``; the deploying interpreter when it has none), with
+``PYTHONDONTWRITEBYTECODE`` set so importing the script leaves the digest-checked folder as it
+was. The server reads the env file itself: its values are never on the command line or in the
+environment the process is started with. ``ids["bundle"]`` is the bundle's mode (``sync`` or
+``async``); ``score`` then posts the row as the script's own JSON and reads its answer as is.
 
 Crash points (``deploykit.faults.crash_point``), with ``<action>`` one of create, update, rollback:
 ``<action>:spawned`` (the server process exists, its pid noted), ``<action>:private-smoke-tested``,
@@ -48,6 +57,7 @@ from pathlib import Path
 from typing import Any
 
 from deploykit.artifact import Artifact, sha256_of
+from deploykit.bundle import MANIFEST
 from deploykit.deployment import Deployment
 from deploykit.errors import DeploymentError, ScoringError, SmokeTestError
 from deploykit.faults import crash_point
@@ -238,9 +248,26 @@ class LocalTarget:
             atomic_write(users, "\n".join(sorted(known | {name})).encode() + b"\n")
         return model, schema
 
+    def _bundle(self, model: Path) -> tuple[str | None, str, dict[str, str]]:
+        """The mode of the bundle folder ``model`` (None for a model file), the interpreter to serve
+        it with (its requirements' environment, built now when not cached) and the child's extra variables."""
+        python = self.settings.python or sys.executable
+        if not (model.is_dir() and (model / MANIFEST).is_file()):
+            return None, python, {}
+        import yaml
+
+        manifest = yaml.safe_load((model / MANIFEST).read_text(encoding="utf-8")) or {}
+        if manifest.get("requirements"):
+            from deploykit_plugins.local.environments import cache_root, serving_python
+
+            python = serving_python(model / manifest["requirements"], root=cache_root(self.settings.env_cache),
+                                    timeout=self.context.timeout, progress=self.context.progress)
+        return str(manifest.get("mode") or "sync"), python, {"PYTHONDONTWRITEBYTECODE": "1"}
+
     def _start(self, name: str, revision: int, model: Path, schema: Path, sha256: str, port: int,
                replacing: bool) -> Deployment:
         host = self.settings.host
+        bundle, python, variables = self._bundle(model)  # before anything starts: pip may refuse the requirements
         if not replacing:
             try:
                 bind(host, port).close()
@@ -268,11 +295,12 @@ class LocalTarget:
                                                 revision=revision, reuse_port=True, state_file=str(state_file),
                                                 public="wait", model_sha256=sha256, log_file=str(log),
                                                 settings=settings))
-        cmd = [self.settings.python or sys.executable, "-m", _SERVER_MODULE, "--settings", str(document),
-               "--owner", _owner_token()]
-        proc = spawn(cmd, child_environment(), log)
+        cmd = [python, "-m", _SERVER_MODULE, "--settings", str(document), "--owner", _owner_token()]
+        proc = spawn(cmd, child_environment(variables), log)
         ids = {"pid": proc.pid, "port": port, "host": host, "model_file": str(model), "schema_file": str(schema),
                "state_file": str(state_file), "log": str(log), "run": stem}
+        if bundle is not None:
+            ids["bundle"] = bundle
         self.context.note(**ids)
         atomic_write(self.run / f"{stem}.launch.json", json.dumps({**ids, "owner": _owner_token()}).encode())
         crash_point(f"{self._action}:spawned")
@@ -285,6 +313,7 @@ class LocalTarget:
         """Start a server for ``artifact`` on the configured port (or a free one)."""
         self._action = "create"
         self._stop_orphans(name, keep=set())
+        self._bundle(artifact.path)  # a bundle's environment first: requirements pip refuses leave nothing kept
         model, schema = self._keep(artifact, name)
         port = self.settings.port or free_port(self.settings.host)
         return self._start(name, 1, model, schema, artifact.sha256, port, replacing=False)
@@ -293,6 +322,7 @@ class LocalTarget:
         """Start the new revision on a private port; ``wait_ready`` smoke-tests it and switches."""
         self._action = "update"
         self._stop_orphans(current.name, keep={int(current.ids.get("pid") or 0)})
+        self._bundle(artifact.path)
         model, schema = self._keep(artifact, current.name)
         revision = max(current.revisions) + 1
         return self._replace(current, model, schema, artifact.sha256, revision)
@@ -407,6 +437,8 @@ class LocalTarget:
         """Score the schema's example row on the new server's private port (no live client there)."""
         import pandas as pd
 
+        if deployment.ids.get("bundle") == "async":
+            return  # scored by jobs, not by /predict
         try:
             example = json.loads(Path(deployment.ids["schema_file"]).read_text()).get("example")
         except (OSError, ValueError, KeyError):
@@ -414,7 +446,8 @@ class LocalTarget:
         if not example:
             return
         url = base_url(self._scheme, "127.0.0.1", state["private_port"])
-        private = Deployment(name=deployment.name, target="local", url=url, ids={})
+        private = Deployment(name=deployment.name, target="local", url=url,
+                             ids={k: v for k, v in deployment.ids.items() if k == "bundle"})
         try:
             predictions = self._score(private, pd.DataFrame([example]), verify=False)
         except ScoringError as exc:
@@ -573,13 +606,55 @@ class LocalTarget:
         """POST the rows as records to ``/predict`` and decode the answer."""
         return self._score(deployment, frame, self._verify)
 
+    def score_payload(self, deployment: Deployment, data: Any) -> Predictions | None:
+        """A scoring script's deployment takes its own JSON: ``data`` (a dict, a list, or a DataFrame
+        sent as records) is posted as it is and the answer read as ``script_predictions``. None for a
+        model's deployment (the lifecycle then decodes ``data`` into a table and calls ``score``)."""
+        if not deployment.ids.get("bundle"):
+            return None
+        if type(data).__name__ == "DataFrame":
+            return self._score(deployment, data, self._verify)
+        if not isinstance(data, (dict, list)):
+            from deploykit.errors import PayloadError
+
+            raise PayloadError(f"{deployment.name!r} serves a scoring script, which takes JSON; got "
+                               f"{type(data).__name__}: send a JSON object (or a .json file)")
+        return self._post_script(deployment, data, len(data) if isinstance(data, list) else 1, self._verify)
+
     def _score(self, deployment: Deployment, frame: Any, verify: bool | str) -> Predictions:
-        status, body = request_json("POST", f"{deployment.url}/predict", encode(frame, "records"),
-                                    token=self._token, verify=verify)
+        records = encode(frame, "records")
+        if deployment.ids.get("bundle") is not None:
+            # a script takes its own JSON: one row is sent as one object, as Neomaril's clients send it
+            return self._post_script(deployment, records[0] if len(records) == 1 else records, len(records), verify)
+        return Predictions.decode(self._post(deployment, records, verify))
+
+    def _post_script(self, deployment: Deployment, data: Any, rows: int, verify: bool | str) -> Predictions:
+        if deployment.ids.get("bundle") == "async":
+            raise ScoringError(f"{deployment.name!r} serves an async scoring script, which scores files as jobs, "
+                               f"not rows; submit the file: deploykit score {deployment.name} FILE --async", status=409)
+        return script_predictions(self._post(deployment, data, verify), rows)
+
+    def _post(self, deployment: Deployment, data: Any, verify: bool | str) -> Any:
+        status, body = request_json("POST", f"{deployment.url}/predict", data, token=self._token, verify=verify)
         if status != 200:
             message = body.get("error") if isinstance(body, dict) else body
             raise ScoringError(f"{deployment.url}/predict answered {status}: {message}", status=status, body=body)
-        return Predictions.decode(body)
+        return body
+
+
+def script_predictions(answer: Any, rows: int) -> Predictions:
+    """A scoring script's answer as Predictions: ``raw`` is the answer; the labels are its ``pred``,
+    ``prediction`` or ``predictions`` value when it has one, else the answer itself (one per row)."""
+    labels: list[Any] = [answer]
+    if isinstance(answer, dict):
+        for key in ("pred", "prediction", "predictions"):
+            if key in answer:
+                value = answer[key]
+                labels = value if isinstance(value, list) else [value]
+                break
+    elif isinstance(answer, list) and len(answer) == rows:
+        labels = answer
+    return Predictions(labels, raw=answer)
 
     # -- Jobs (deploykit.job.JobTarget) -----------------------------------------------------
     def jobs_endpoint(self, deployment: Deployment) -> Any:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from deploykit_plugins.local.routes import health, mlflow, records, v2, watson
+from deploykit_plugins.local.routes import health, mlflow, records, script, v2, watson
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -15,6 +15,7 @@ __all__ = ["mount"]
 
 
 def mount(app: FastAPI, ctx: RouteContext) -> None:
-    """Add every protocol's routes to ``app``."""
-    for module in (records, mlflow, watson, v2, health):
+    """Add every protocol's routes to ``app`` (a scoring script's own routes for a bundle)."""
+    modules = (script, health) if ctx.artifact.flavor == "script" else (records, mlflow, watson, v2, health)
+    for module in modules:
         module.mount(app, ctx)
