@@ -499,7 +499,8 @@ def drift(name: str, since: str | None, period: str | None, html_file: str | Non
 @click.argument("name")
 @click.option("--lang", "-l", type=click.Choice(["curl", "python", "js", "http"]), default="curl", show_default=True,
               help="Language of the client code.")
-@click.option("--async", "asynchronous", is_flag=True, help="Code that uploads a file as an async job (local /jobs), waits and downloads the result.")
+@click.option("--async", "asynchronous", is_flag=True,
+              help="Code that uploads a file as an async job (local /jobs), waits and downloads the result.")
 @_target_option
 @click.option("--metadata", type=click.Path(dir_okay=False), default=None, help="State file [default: ./metadata.yaml].")
 @_handle
