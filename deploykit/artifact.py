@@ -333,10 +333,10 @@ def load_artifact(source: str | Path | Script, schema: str | Path | Schema | Non
     from deploykit.plugins import get_plugin_manager
 
     text = str(source)
-    from deploykit.bundle import Script, is_bundle, load_bundle
+    from deploykit.bundle import Script, is_bundle
 
     if isinstance(source, Script) or is_bundle(source):
-        return load_bundle(source)
+        return _bundle_artifact(source)
     answer = get_plugin_manager().hook.deploykit_load_artifact(source=text, schema=schema, credentials=credentials)
     if answer is not None:
         return answer  # type: ignore[no-any-return]
@@ -370,6 +370,28 @@ def load_artifact(source: str | Path | Script, schema: str | Path | Schema | Non
 
 
 _INFERRED = "inferred from the model"
+
+
+def _bundle_artifact(source: Script | str | Path) -> Artifact:
+    """A scoring-script bundle as an Artifact (``flavor == "script"``): ``path`` the staged folder
+    (removed once the Artifact is garbage-collected, unless it was given staged), ``sha256`` over
+    every file, ``model`` a ``ScriptModel`` that imports nothing until ``load()``,
+    ``extra["bundle"]`` the manifest, ``extra["mode"]`` sync or async."""
+    import shutil
+    import weakref
+
+    from deploykit.bundle import ScriptModel, schema_of, stage_bundle
+
+    staged = stage_bundle(source)
+    schema, origin = schema_of(staged.folder, staged.manifest)
+    artifact = Artifact(path=staged.folder, sha256=sha256_of(staged.folder),
+                        model=ScriptModel(staged.folder, staged.manifest), framework="script", framework_version=None,
+                        schema=schema, flavor="script", source=origin,
+                        extra={"bundle": staged.manifest, "mode": staged.manifest.get("mode", "sync"),
+                               "bundle_name": staged.name})
+    if staged.owned:
+        weakref.finalize(artifact, shutil.rmtree, str(staged.folder), True)
+    return artifact
 _URI_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:/")
 
 

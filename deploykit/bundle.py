@@ -16,8 +16,8 @@ The contract is Neomaril's (MLOps Codex), kept exactly so existing scripts run u
 - Optional preprocessing: ``process(data: str, base_path: str) -> dict | str`` (sync) and
   ``build_df(df, data_path) -> DataFrame`` (async), run before ``score``.
 
-A :class:`Script` names the files; :func:`load_bundle` stages them flat into one folder with
-a normalized ``deploykit.yaml`` manifest and returns an :class:`~deploykit.artifact.Artifact`
+A :class:`Script` names the files; :func:`stage_bundle` stages them flat into one folder with
+a normalized ``deploykit.yaml`` manifest, and ``load_artifact`` makes that an :class:`~deploykit.artifact.Artifact`
 (``flavor == "script"``) whose sha256 covers every file, so an unchanged bundle is a no-op and
 any changed file is a new revision. Nothing of the user's code runs in the deploying process:
 the entrypoints are checked by parsing the source (``ast``), and :class:`ScriptModel` imports
@@ -33,18 +33,14 @@ import re
 import shutil
 import sys
 import tempfile
-import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from deploykit.errors import ArtifactError
 
-if TYPE_CHECKING:
-    from deploykit.artifact import Artifact
-
-__all__ = ["MANIFEST", "MODES", "Script", "ScriptFailure", "ScriptModel", "is_bundle", "load_bundle",
-           "read_env_file", "run_async"]
+__all__ = ["MANIFEST", "MODES", "Script", "ScriptFailure", "ScriptModel", "StagedBundle", "is_bundle", "read_env_file",
+           "run_async", "schema_of", "stage_bundle"]
 
 #: The manifest file of a bundle folder (also what a user's folder holds to be deployable).
 MANIFEST = "deploykit.yaml"
@@ -250,7 +246,7 @@ def read_env_file(path: Path) -> dict[str, str]:
     return variables
 
 
-def _schema_of(folder: Path, manifest: dict[str, Any]) -> tuple[Any, str]:
+def schema_of(folder: Path, manifest: dict[str, Any]) -> tuple[Any, str]:
     """The bundle's schema: a deploykit schema.json, or an example request (one object, or a
     list of them) turned into one; an empty schema (no example, smoke test skipped) without one."""
     import json
@@ -283,15 +279,26 @@ def _schema_of(folder: Path, manifest: dict[str, Any]) -> tuple[Any, str]:
     return schema, name
 
 
-def load_bundle(source: Script | str | Path) -> Artifact:
-    """Stage a bundle and return it as an Artifact (``flavor == "script"``).
+@dataclass
+class StagedBundle:
+    """A bundle's staged folder (every file flat, a normalized manifest), its manifest, its
+    deployment name (``name``, else the script's file name), and whether the folder was made
+    here (``owned``: remove it when done) or given already staged."""
+
+    folder: Path
+    manifest: dict[str, Any]
+    name: str | None
+    owned: bool
+
+
+def stage_bundle(source: Script | str | Path) -> StagedBundle:
+    """Stage a bundle for ``load_artifact`` (which makes it an Artifact with ``flavor == "script"``).
 
     ``source`` is a :class:`Script`, ``"app.py:score"`` (a script alone), or a folder holding a
-    ``deploykit.yaml`` (a user's folder, or a staged bundle a server loads). The Artifact's
-    ``path`` is the staged folder (removed when the Artifact is garbage-collected, unless it
-    was given as a staged folder), ``model`` a :class:`ScriptModel` that imports nothing until
-    ``load()``, ``extra["bundle"]`` the manifest.
-    """
+    ``deploykit.yaml`` (a user's folder, staged afresh, or a staged bundle a server loads, used
+    as it is). ArtifactError naming the file, key or function that is wrong, and the fix."""
+    import yaml
+
     if isinstance(source, Script):
         script = source
     elif _ENTRY.match(str(source)):
@@ -300,15 +307,16 @@ def load_bundle(source: Script | str | Path) -> Artifact:
         folder = Path(source).expanduser()
         script = Script.from_folder(folder)
         if _is_staged(folder):
-            return _artifact(folder.resolve(), script.name, owned=False)
+            manifest = yaml.safe_load((folder / MANIFEST).read_text(encoding="utf-8"))
+            return StagedBundle(folder.resolve(), manifest, script.name, owned=False)
     staged = Path(tempfile.mkdtemp(prefix="deploykit-bundle-"))
     try:
-        _stage(script, staged)
+        manifest = _stage(script, staged)
     except BaseException:
         shutil.rmtree(staged, ignore_errors=True)
         raise
     entry = _ENTRY.match(script.entrypoint)
-    return _artifact(staged, script.name or (Path(entry["file"]).stem if entry else None), owned=True)
+    return StagedBundle(staged, manifest, script.name or (Path(entry["file"]).stem if entry else None), owned=True)
 
 
 def _is_staged(folder: Path) -> bool:
@@ -332,22 +340,6 @@ def _is_staged(folder: Path) -> bool:
         return False
     expected = {*names, MANIFEST, *([".env"] if manifest.get("env") else [])}
     return {p.name for p in folder.iterdir()} == expected
-
-
-def _artifact(folder: Path, name: str | None, *, owned: bool) -> Artifact:
-    import yaml
-
-    from deploykit.artifact import Artifact, sha256_of
-
-    manifest = yaml.safe_load((folder / MANIFEST).read_text(encoding="utf-8"))
-    schema, origin = _schema_of(folder, manifest)
-    artifact = Artifact(path=folder, sha256=sha256_of(folder), model=ScriptModel(folder, manifest),
-                        framework="script", framework_version=None, schema=schema, flavor="script",
-                        source=origin, extra={"bundle": manifest, "mode": manifest.get("mode", "sync"),
-                                              "bundle_name": name})
-    if owned:
-        weakref.finalize(artifact, shutil.rmtree, str(folder), True)
-    return artifact
 
 
 class ScriptFailure(Exception):
