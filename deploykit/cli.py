@@ -184,7 +184,11 @@ def deploy(model: str, target: str, name: str | None, schema: str | None, timeou
               trusted_types=trust)
     if sys.stderr.isatty():
         sys.stderr.write("\r\033[K")
-    skipped = smoke_test_skipped(artifact) if artifact is not None and dep.action in ("created", "updated") else None
+    skipped = None
+    if artifact is not None and dep.action in ("created", "updated"):
+        from deploykit.plugins import get_registry
+
+        skipped = smoke_test_skipped(artifact, get_registry().info(dep.target).load())
     if frame is not None:
         from deploykit.drift import save_profile
         from deploykit.errors import DriftError

@@ -172,11 +172,14 @@ def _deployment_name(name: str | None, artifact: Artifact, state: State, target:
     return name
 
 
-def smoke_test_skipped(artifact: Artifact) -> str | None:
-    """Why deploy does not smoke-score a scoring-script bundle (None when it does, and for model files)."""
+def smoke_test_skipped(artifact: Artifact, target: Any = None) -> str | None:
+    """Why deploy does not smoke-score a scoring-script bundle (None when it does, and for model files).
+
+    An async bundle is smoke-tested only on a target (class or instance) whose
+    ``smokes_async_bundles`` is true: one whose ``score`` sends the rows as the script's input file."""
     if artifact.flavor != "script":
         return None
-    if artifact.extra.get("mode") == "async":
+    if artifact.extra.get("mode") == "async" and not getattr(target, "smokes_async_bundles", False):
         return "an async scoring script scores files as jobs, not a request"
     if not artifact.example:
         return "the bundle has no schema or example request; pass --schema example.json (one request) to have it run"
@@ -184,7 +187,7 @@ def smoke_test_skipped(artifact: Artifact) -> str | None:
 
 
 def _smoke(tgt: Target, deployment: Deployment, artifact: Artifact, progress: Callable[[str], None]) -> None:
-    skipped = smoke_test_skipped(artifact)
+    skipped = smoke_test_skipped(artifact, tgt)
     if skipped is not None:
         progress(f"smoke test skipped: {skipped}")
         return

@@ -641,6 +641,13 @@ class LocalTarget:
             raise ScoringError(f"{deployment.url}/predict answered {status}: {message}", status=status, body=body)
         return body
 
+    # -- Jobs (deploykit.job.JobTarget) -----------------------------------------------------
+    def jobs_endpoint(self, deployment: Deployment) -> Any:
+        """Where ``deployment``'s async jobs are (``/jobs`` on its server): URL, token, TLS trust."""
+        from deploykit.job import JobEndpoint
+
+        return JobEndpoint(deployment.url or "", self._token, self._verify)
+
 
 def script_predictions(answer: Any, rows: int) -> Predictions:
     """A scoring script's answer as Predictions: ``raw`` is the answer; the labels are its ``pred``,
@@ -655,13 +662,6 @@ def script_predictions(answer: Any, rows: int) -> Predictions:
     elif isinstance(answer, list) and len(answer) == rows:
         labels = answer
     return Predictions(labels, raw=answer)
-
-    # -- Jobs (deploykit.job.JobTarget) -----------------------------------------------------
-    def jobs_endpoint(self, deployment: Deployment) -> Any:
-        """Where ``deployment``'s async jobs are (``/jobs`` on its server): URL, token, TLS trust."""
-        from deploykit.job import JobEndpoint
-
-        return JobEndpoint(deployment.url or "", self._token, self._verify)
 
 
 def _mtime(path: Path) -> float:

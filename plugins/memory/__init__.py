@@ -42,6 +42,17 @@ if TYPE_CHECKING:
 __all__ = ["MemoryPlatform", "MemoryTarget", "Step"]
 
 
+def _refuse_script(artifact: Artifact) -> None:
+    """The memory target scores in the calling process, and a scoring script's code runs only in a
+    serving process of its own: refuse a bundle by name, with the target that runs it."""
+    if artifact.flavor == "script":
+        from deploykit.errors import DeploymentError
+
+        raise DeploymentError(f"the memory target does not run scoring scripts ({artifact.name!r} is one): it scores "
+                              "in this process, and a script's code runs only in its own server process; deploy it "
+                              "with --target local (or mlflow, watsonml, sagemaker)")
+
+
 @hookimpl
 def deploykit_register_targets(registry: Any) -> None:
     """Register the in-process memory target."""
@@ -177,12 +188,14 @@ class MemoryTarget:
                           url=f"memory://{dep_id}", ids={"deployment_id": dep_id, "model_file": str(artifact.path)})
 
     def deploy(self, artifact: Artifact, name: str) -> Deployment:
-        """Hold ``artifact`` under a new deployment id."""
+        """Hold ``artifact`` under a new deployment id (a scoring-script bundle is refused: see ``_refuse_script``)."""
+        _refuse_script(artifact)
         self.platform.check(Step.DEPLOY)
         return self._serve(name, artifact, 1)
 
     def update(self, current: Deployment, artifact: Artifact) -> Deployment:
         """Serve ``artifact`` under the same deployment id."""
+        _refuse_script(artifact)
         self.platform.check(Step.UPDATE)
         return self._serve(current.name, artifact, current.revision + 1, current.ids["deployment_id"])
 

@@ -136,6 +136,9 @@ def _script_sklearn_version() -> str:
 class SageMakerTarget:
     """Deployer and Scorer for SageMaker real-time endpoints."""
 
+    #: ``score`` on an async bundle sends the rows as the script's input file (async inference), so deploy smoke-tests it
+    smokes_async_bundles = True
+
     def __init__(self, context: TargetContext) -> None:
         self.context = context
         self.settings: SageMakerSettings = context.settings

@@ -77,6 +77,9 @@ def _online_url(details: dict[str, Any]) -> str | None:
 class WatsonTarget:
     """Deployer and Scorer for Watson Machine Learning (IBM Cloud or Cloud Pak for Data)."""
 
+    #: ``score`` on an async bundle sends the rows as the script's input file (a batch job), so deploy smoke-tests it
+    smokes_async_bundles = True
+
     def __init__(self, context: TargetContext) -> None:
         self.context = context
         self.settings: WatsonSettings = context.settings

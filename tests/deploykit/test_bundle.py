@@ -4,6 +4,8 @@ input's message naming the value and the fix; the deploy command's script option
 from __future__ import annotations
 
 import stat
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -174,3 +176,15 @@ def test_a_bad_bundle_fails_the_cli_before_anything_is_deployed(cli, project) ->
 def test_script_defaults(tmp_path) -> None:
     script = Script("app.py:score")
     assert (script.mode, script.extra, script.model_file) == ("sync", [], None)
+
+
+def test_the_memory_target_refuses_a_bundle_by_name(memory: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import deploykit
+    from deploykit.errors import DeploymentError
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "app.py").write_text("def score(data, base_path):\n    return {}\n")
+    with pytest.raises(DeploymentError, match="memory target does not run scoring scripts.*--target local"):
+        deploykit.deploy(deploykit.Script("app.py:score"), target="memory", name="app",
+                         metadata=tmp_path / "metadata.yaml")
+    assert not (tmp_path / "metadata.yaml").exists() or "app:" not in (tmp_path / "metadata.yaml").read_text()
