@@ -11,6 +11,7 @@ from typing import Any
 import pandas as pd
 
 import deploykit
+from tests.deploykit.test_drift import SHIFTED, check_shifted
 from tests.plugins.sagemaker.conftest import BUCKET, REGION, SageMakerProject
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "examples"))
@@ -18,7 +19,6 @@ import train_model
 
 NAME = "bank"
 CAPTURE = {"destination": f"s3://{BUCKET}/capture"}
-SHIFTED = ["balance", "job"]
 
 
 def _deploy(sm_project: SageMakerProject, cli: Any, bank_model: Path) -> None:
@@ -51,14 +51,7 @@ def test_drift_reads_the_endpoints_data_capture(sm_project: SageMakerProject, cl
     assert line["captureData"]["endpointInput"]["observedContentType"] == "application/json"
 
     done = cli("drift", NAME, "--credentials", sm_project.credentials, "--json")
-    assert done.code == 3, done.err + done.out
-    report = done.json()
-    assert sorted(report["significant"]) == SHIFTED
-    status = {r["feature"]: r["status"] for r in report["rows"]}
-    assert status.pop("__average__") == "significant"
-    assert {f for f, s in status.items() if s == "significant"} == set(SHIFTED)
-    assert all(s == "stable" for f, s in status.items() if f not in SHIFTED), status
-    assert all(600 <= r["n"] <= 602 for r in report["rows"])  # and the deploy's smoke-test row
+    check_shifted(done, SHIFTED, 600, 602)  # and the deploy's smoke-test row
 
     later = cli("drift", NAME, "--credentials", sm_project.credentials, "--since", "2999-01-01", "--json")
     assert later.code == 2 and later.json()["type"] == "DriftError"
