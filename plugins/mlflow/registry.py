@@ -1,5 +1,9 @@
 """The MLflow side of a deployment: log the model in a run, register a version, move the alias.
 
+A scikit-learn classifier keeps its ``sklearn`` flavor, with the ``python_function`` loader swapped
+for our vendored ``sklearn_proba`` (labels and class probabilities); a sync scoring-script bundle
+is a pyfunc of our vendored ``bundle_model`` (``code_paths``) with the bundle as its artifact.
+
 Every function takes an ``MlflowClient`` from ``settings.connected`` and turns MLflow's
 exceptions into DeploymentError naming the registered model, the tracking server and the fix.
 """
