@@ -195,13 +195,21 @@ def encode_response(preds: Predictions) -> dict[str, Any]:
 
 def decode_response(body: Any) -> Predictions | None:
     """A model that answered with a table: ``{"predictions": [{col: v}]}`` or ``{"predictions": {col: [...]}}``.
-    A plain ``{"predictions": [...]}`` list is read by the deploykit protocol."""
+    A ``prediction`` column with ``probability_<class>`` columns (what deploykit's MLflow models of
+    classifiers answer, named as in CSV responses) gives labels and probabilities. A plain
+    ``{"predictions": [...]}`` list is read by the deploykit protocol."""
+    from deploykit.payload.csv import _csv_scalar
     from deploykit.payload.predictions import Predictions
 
     preds = body.get("predictions") if isinstance(body, dict) else None
     if isinstance(preds, list) and preds and isinstance(preds[0], dict):
         key = "prediction" if "prediction" in preds[0] else next(iter(preds[0]))
-        return Predictions([p.get(key) for p in preds], raw=body)
+        labels = [p.get(key) for p in preds]
+        proba = [k for k in preds[0] if isinstance(k, str) and k.startswith("probability_")] if key == "prediction" else []
+        if proba and all(isinstance(p, dict) and all(isinstance(p.get(k), (int, float)) for k in proba) for p in preds):
+            return Predictions(labels, [[float(p[k]) for k in proba] for p in preds],
+                               [_csv_scalar(k[len("probability_"):]) for k in proba], raw=body)
+        return Predictions(labels, raw=body)
     if isinstance(preds, dict):
         key = "prediction" if "prediction" in preds else next(iter(preds))
         return Predictions(list(preds[key]), raw=body)

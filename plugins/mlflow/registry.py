@@ -1,5 +1,9 @@
 """The MLflow side of a deployment: log the model in a run, register a version, move the alias.
 
+A scikit-learn classifier keeps its ``sklearn`` flavor, with the ``python_function`` loader swapped
+for our vendored ``sklearn_proba`` (labels and class probabilities); a sync scoring-script bundle
+is a pyfunc of our vendored ``bundle_model`` (``code_paths``) with the bundle as its artifact.
+
 Every function takes an ``MlflowClient`` from ``settings.connected`` and turns MLflow's
 exceptions into DeploymentError naming the registered model, the tracking server and the fix.
 """
@@ -7,12 +11,17 @@ exceptions into DeploymentError naming the registered model, the tracking server
 from __future__ import annotations
 
 import contextlib
+import shutil
+import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from types import ModuleType, SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
-from deploykit.errors import DeploymentError
+from deploykit.errors import ArtifactError, DeploymentError
 from deploykit.faults import crash_point
 from deploykit.http import redact_text
 
@@ -20,8 +29,9 @@ if TYPE_CHECKING:
     from deploykit.artifact import Artifact
     from deploykit_plugins.mlflow.settings import MlflowSettings
 
-__all__ = ["NAME_TAG", "REVISION_TAG", "SHA_TAG", "LoggedVersion", "delete_version", "find_created", "log_and_register",
-           "mlflow_errors", "point", "pointed_version", "unpoint"]
+__all__ = ["BUNDLE_MODULE", "NAME_TAG", "PROBABILITY_MODULE", "REVISION_TAG", "SHA_TAG", "LoggedVersion",
+           "bundle_requirements", "delete_version", "find_created", "log_and_register", "mlflow_errors", "point",
+           "pointed_version", "unpoint"]
 
 #: The tags deploykit puts on the runs and versions it creates: the model's sha256, the deployment
 #: name and the revision being deployed. Together they find what an interrupted deploy made
@@ -29,6 +39,13 @@ __all__ = ["NAME_TAG", "REVISION_TAG", "SHA_TAG", "LoggedVersion", "delete_versi
 SHA_TAG = "deploykit.sha256"
 NAME_TAG = "deploykit.name"
 REVISION_TAG = "deploykit.revision"
+#: The top-level names our vendored pyfunc modules have in a model's ``code/`` folder (what the
+#: scoring server imports; they need neither deploykit nor deploykit_plugins there).
+BUNDLE_MODULE = "deploykit_bundle_model"
+PROBABILITY_MODULE = "deploykit_sklearn_proba"
+_SOURCES = {BUNDLE_MODULE: Path(__file__).with_name("bundle_model.py"),
+            PROBABILITY_MODULE: Path(__file__).with_name("sklearn_proba.py")}
+_INCLUDES = ("-r", "-c", "--requirement", "--constraint")
 _MLFLOW_TYPES = {"integer": "long", "float": "double", "string": "string", "boolean": "boolean",
                  "datetime": "datetime"}
 
@@ -110,8 +127,112 @@ def _log_sklearn(artifact: Artifact, settings: MlflowSettings, run_id: str) -> A
     if not settings.infer_pip_requirements:
         kwargs["pip_requirements"] = _pins("scikit-learn", "numpy", "scipy", "pandas",
                                            "skops" if fmt == "skops" else "cloudpickle")
-    return Model.log(None, mlflow.sklearn, name="model", sk_model=artifact.model, run_id=run_id,
+    flavor: Any = mlflow.sklearn
+    if callable(getattr(artifact.model, "predict_proba", None)):
+        flavor = SimpleNamespace(__name__="mlflow.sklearn", save_model=_save_with_probabilities)
+    return Model.log(None, flavor, name="model", sk_model=artifact.model, run_id=run_id,
                      signature=_signature(artifact), input_example=_example(artifact), **kwargs)
+
+
+def _save_with_probabilities(path: str, mlflow_model: Any, **kwargs: Any) -> None:
+    """``mlflow.sklearn.save_model``, then the ``python_function`` flavor's loader swapped for our
+    vendored ``deploykit_sklearn_proba`` (in the model's ``code/``), so the scoring server answers
+    labels and class probabilities. The ``sklearn`` flavor stays as MLflow wrote it."""
+    import mlflow.pyfunc
+    import mlflow.sklearn
+
+    mlflow.sklearn.save_model(path=path, mlflow_model=mlflow_model, **kwargs)
+    code = Path(path) / "code"
+    code.mkdir(exist_ok=True)
+    shutil.copyfile(_SOURCES[PROBABILITY_MODULE], code / f"{PROBABILITY_MODULE}.py")
+    conf = mlflow_model.flavors[mlflow.pyfunc.FLAVOR_NAME]
+    conf[mlflow.pyfunc.MAIN] = PROBABILITY_MODULE
+    conf[mlflow.pyfunc.CODE] = "code"
+    mlflow_model.save(str(Path(path) / "MLmodel"))
+
+
+def _shipped(name: str, folder: Path) -> tuple[ModuleType, Path]:
+    """Our vendored module ``name``: copied into ``folder`` under that name (for ``code_paths``) and
+    imported under that top-level name here, so cloudpickle pickles its classes by reference to
+    the module the scoring server imports from the model's ``code/`` (no code in the pickle)."""
+    import importlib.util
+
+    path = folder / f"{name}.py"
+    shutil.copyfile(_SOURCES[name], path)
+    module = sys.modules.get(name)
+    if module is None:
+        spec = importlib.util.spec_from_file_location(name, _SOURCES[name])
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return module, path
+
+
+def bundle_requirements(artifact: Artifact) -> list[str]:
+    """The pip requirements of a bundle's model: the lines of its requirements file (comments
+    dropped), plus cloudpickle (which unpickles the wrapper) unless the file names it. ArtifactError
+    for a line that includes another file (``-r``/``-c``): the bundle ships only its own."""
+    from packaging.requirements import InvalidRequirement, Requirement
+    from packaging.utils import canonicalize_name
+
+    name = artifact.extra["bundle"].get("requirements")
+    lines: list[str] = []
+    if name:
+        text = (Path(artifact.path) / name).read_text(encoding="utf-8")
+        for number, raw in enumerate(text.splitlines(), 1):
+            line = raw.split(" #", 1)[0].strip()
+            if not line or line.startswith("#"):
+                continue
+            if line.startswith(_INCLUDES):
+                raise ArtifactError(f"line {number} of the bundle's requirements file {name!r} includes another file "
+                                    f"({line.split()[0]}), which the bundle does not ship; write those requirements "
+                                    f"into {name!r} itself")
+            lines.append(line)
+    named = set()
+    for line in lines:
+        with contextlib.suppress(InvalidRequirement):
+            named.add(canonicalize_name(Requirement(line).name))
+    return lines + [pin for pin in _pins("cloudpickle") if "cloudpickle" not in named]
+
+
+def _log_bundle(artifact: Artifact, run_id: str, requirements: list[str]) -> Any:
+    """A scoring-script bundle as a pyfunc model: our vendored ``BundleModel`` (``code_paths``), the
+    bundle folder as its ``bundle`` artifact, the bundle's requirements as the model's. No signature
+    and no input example: MLflow would call the script here to check them, and user code runs only
+    in the scoring server."""
+    import mlflow.pyfunc
+    from mlflow.models import Model
+
+    with tempfile.TemporaryDirectory(prefix="deploykit-mlflow-code-") as folder:
+        module, path = _shipped(BUNDLE_MODULE, Path(folder))
+        bundle = _bundle_view(artifact, Path(folder) / module.ARTIFACT)
+        return Model.log(None, mlflow.pyfunc, name="model", python_model=module.BundleModel(),
+                         artifacts={module.ARTIFACT: str(bundle)}, code_paths=[str(path)],
+                         pip_requirements=requirements, run_id=run_id)
+
+
+def _bundle_view(artifact: Artifact, view: Path) -> Path:
+    """The bundle folder as MLflow should copy it: hard links to its files (copies across file
+    systems; MLflow refuses symbolic links that leave the folder), except the env file, which is
+    a fresh copy with mode 0600, so the copies MLflow makes
+    (its staging folder, a file artifact store, the scoring server's download) keep it private
+    even when the user's own file is world-readable. The folder is named ``bundle`` in the model."""
+    import os
+
+    view.mkdir()
+    env = artifact.extra["bundle"].get("env")
+    for source in sorted(Path(artifact.path).iterdir()):
+        if source.name == env:
+            fd = os.open(view / source.name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as out, source.open("rb") as data:
+                shutil.copyfileobj(data, out)
+        elif source.is_file():
+            try:
+                os.link(source, view / source.name)
+            except OSError:
+                shutil.copy2(source, view / source.name)
+    return view
 
 
 def _log_pyfunc(artifact: Artifact, settings: MlflowSettings, run_id: str) -> Any:
@@ -172,6 +293,7 @@ def log_and_register(client: Any, settings: MlflowSettings, artifact: Artifact, 
     from mlflow.exceptions import MlflowException
 
     tags = {NAME_TAG: deployment, SHA_TAG: artifact.sha256, REVISION_TAG: str(revision)}
+    requirements = bundle_requirements(artifact) if artifact.flavor == "script" else None
     with mlflow_errors(f"creating a run in experiment {settings.experiment!r}", settings):
         experiment_id = _experiment(client, settings)
         run = client.create_run(experiment_id, tags={"mlflow.runName": f"deploykit-{deployment}-r{revision}",
@@ -181,7 +303,9 @@ def log_and_register(client: Any, settings: MlflowSettings, artifact: Artifact, 
     crash_point(f"{action}:run-created")
     try:
         with mlflow_errors(f"logging the model of {deployment!r}", settings):
-            if _is_sklearn(artifact.model):
+            if requirements is not None:
+                info = _log_bundle(artifact, run_id, requirements)
+            elif _is_sklearn(artifact.model):
                 info = _log_sklearn(artifact, settings, run_id)
             elif artifact.flavor == "mlflow":
                 info = _log_directory(client, artifact, experiment_id, run_id)

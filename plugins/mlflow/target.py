@@ -1,6 +1,8 @@
 """The mlflow target: log and register the model, serve it with MLflow's scoring server, move the alias.
 
-deploy: log the model in a run (sklearn flavor, pyfunc for other objects), register a new version
+deploy: log the model in a run (sklearn flavor, whose pyfunc answers labels and class probabilities;
+pyfunc for other objects; a sync scoring-script bundle as our vendored ``BundleModel``, see
+``bundle_model``; an async bundle is refused, naming what to use instead), register a new version
 of the registered model, start ``mlflow models serve -m models:/NAME/VERSION`` on a private port
 behind the deployment's stable front port, and once it answers ``/health`` point the alias
 (``production`` by default) at the version. update: the same with the next version; the front
@@ -43,7 +45,19 @@ from deploykit_plugins.mlflow.settings import MlflowSettings, connected, ensure_
 if TYPE_CHECKING:
     from deploykit.operations import PendingOperation
 
-__all__ = ["MlflowSettings", "MlflowTarget"]
+__all__ = ["MlflowSettings", "MlflowTarget", "refuse_async"]
+
+
+def refuse_async(artifact: Artifact) -> None:
+    """DeploymentError for an async scoring-script bundle: MLflow's scoring server answers requests
+    and runs no file jobs, so the mlflow target serves sync scripts only."""
+    if artifact.flavor == "script" and artifact.extra.get("mode") == "async":
+        raise DeploymentError(
+            f"{artifact.name!r} is an async scoring-script bundle (mode async: score(data_path, model_path)), "
+            "and the mlflow target serves sync scripts only: MLflow's scoring server answers requests and runs "
+            "no file jobs. Deploy it with --target local and submit files as jobs (deploykit score NAME FILE "
+            "--async), or with --target watsonml, where it runs as a batch job; or give it a sync "
+            "score(data, base_path) and mode: sync to serve it here")
 
 
 class MlflowTarget:
@@ -163,6 +177,7 @@ class MlflowTarget:
         """Log and register ``artifact`` as a new version, then start its scoring server and the front.
 
         The alias is not moved here but in ``wait_ready``, once the server answers."""
+        refuse_async(artifact)
         s = self.settings
         self._action = "create"
         model_name = s.registered_model or name
@@ -201,6 +216,7 @@ class MlflowTarget:
     def update(self, current: Deployment, artifact: Artifact) -> Deployment:
         """Register ``artifact`` as the next version and start its server beside the current one;
         ``wait_ready`` moves the alias, switches the front and stops the old server."""
+        refuse_async(artifact)
         s = self.settings
         self._action = "update"
         model_name = current.ids.get("registered_model") or s.registered_model or current.name

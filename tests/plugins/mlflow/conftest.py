@@ -84,12 +84,20 @@ def mlflow_server(folder: Path, artifact_root: str, env: dict[str, str] | None =
 
 
 @pytest.fixture(scope="session")
-def mlflow_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real MLflow tracking server (sqlite, artifacts in a local folder), shared by the session."""
+def mlflow_tracking_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A real MLflow tracking server (sqlite, artifacts in a local folder), shared by the session.
+    Its folder (``server.log.parent``) holds the backend store ``mlflow.db``, the artifact store
+    ``artifacts/`` and the server's log."""
     folder = tmp_path_factory.mktemp("mlflow-server")
     server = mlflow_server(folder, str(folder / "artifacts"))
-    yield server.url
+    yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def mlflow_server_url(mlflow_tracking_server: Server) -> str:
+    """The URL of the session's tracking server."""
+    return mlflow_tracking_server.url
 
 
 @dataclass

@@ -73,6 +73,9 @@ def test_deploy_update_rollback_delete(mlflow_project, bank_model, bank_model_v2
     assert recorded["url"] == dep.url and recorded["model_sha256"] == v1.sha256
     assert {"version", "alias", "run_id", "pid", "front_pid", "port", "server_port"} <= set(recorded["ids"])
     assert deploykit.score(p.name, rows, **p.kwargs()).labels == v1.predict(frame).labels
+    # labels AND probabilities, the very Predictions the model gives in process (and the local target answers)
+    assert deploykit.score(p.name, rows, **p.kwargs()) == v1.predict(frame)
+    assert v1.predict(frame).probabilities is not None
     remote = open_target("mlflow", p.credentials, p.dir / ".deploykit").list()  # what the registry reports
     assert [(d.name, d.ids["version"]) for d in remote if d.name == p.name] == [(p.name, "1")]
     for shape in ({"dataframe_records": rows}, {"input_data": [{"fields": list(rows[0]), "values": frame.values.tolist()}]},
