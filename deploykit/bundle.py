@@ -339,6 +339,8 @@ def _is_staged(folder: Path) -> bool:
     if manifest.get("env") not in (None, ".env") or not all("/" not in n and (folder / n).is_file() for n in names):
         return False
     expected = {*names, MANIFEST, *([".env"] if manifest.get("env") else [])}
+    if manifest.get("env") and (folder / ".env").stat().st_mode & 0o077:
+        return False  # a user's env file readable by others: staged afresh, so the copy deployed is 0600
     return {p.name for p in folder.iterdir()} == expected
 
 

@@ -188,3 +188,17 @@ def test_the_memory_target_refuses_a_bundle_by_name(memory: Any, tmp_path: Path,
         deploykit.deploy(deploykit.Script("app.py:score"), target="memory", name="app",
                          metadata=tmp_path / "metadata.yaml")
     assert not (tmp_path / "metadata.yaml").exists() or "app:" not in (tmp_path / "metadata.yaml").read_text()
+
+
+def test_a_staged_looking_folder_with_a_readable_env_file_is_staged_afresh(tmp_path: Path) -> None:
+    import shutil
+
+    (tmp_path / "app.py").write_text("def score(data, base_path):\n    return {}\n")
+    (tmp_path / ".env.user").write_text("SECRET=s3cr3t\n")
+    staged = load_artifact(Script("app.py:score", env=".env.user", root=tmp_path))
+    copy = tmp_path / "copy"
+    shutil.copytree(staged.path, copy)
+    assert load_artifact(copy).path == copy.resolve()  # 0600 kept: used as it is (a server's kept bundle)
+    (copy / ".env").chmod(0o644)
+    again = load_artifact(copy)
+    assert again.path != copy.resolve() and stat.S_IMODE((again.path / ".env").stat().st_mode) == 0o600
