@@ -383,7 +383,8 @@ def deploy(model: PathLike | Artifact | Script, *, target: str = "local", name: 
     scoring script: ``deploykit.Script(...)``, ``"app.py:score"`` or a folder holding a
     ``deploykit.yaml`` (see ``deploykit.bundle``; ``schema`` and ``trusted_types`` do not apply).
     A script's smoke test is skipped, and ``progress`` told why (``smoke_test_skipped``), when
-    it has no example request or is an async script.
+    it has no example request, or is an async script on a target that cannot score rows as its
+    input file (local, where async scripts run as jobs).
     ``name`` defaults to the file name made valid (``bank_model.joblib`` -> ``bank-model``); a
     new deployment's name must pass ``deploykit.names.check_name`` (InvalidNameError, nothing
     written). ``credentials`` defaults to ``./credentials.yaml`` (or environment variables),
