@@ -89,6 +89,22 @@ class Predictions:
         return self.encode("deploykit")  # type: ignore[no-any-return]
 
     @classmethod
+    def from_script(cls, answer: Any, rows: int) -> Predictions:
+        """A scoring script's answer (any JSON): ``raw`` is the answer; the labels are its ``pred``,
+        ``prediction`` or ``predictions`` value when it has one (Neomaril scripts' usual keys),
+        else a list of ``rows`` answers, else the answer itself."""
+        labels: list[Any] = [answer]
+        if isinstance(answer, dict):
+            for key in ("pred", "prediction", "predictions"):
+                if key in answer:
+                    value = answer[key]
+                    labels = value if isinstance(value, list) else [value]
+                    break
+        elif isinstance(answer, list) and len(answer) == rows:
+            labels = answer
+        return cls(labels, raw=answer)
+
+    @classmethod
     def from_model(cls, labels: Any, probabilities: Any = None, classes: Any = None) -> Predictions:
         """Build from the outputs of ``predict`` / ``predict_proba`` / ``classes_`` (numpy or lists)."""
         return cls(

@@ -650,18 +650,8 @@ class LocalTarget:
 
 
 def script_predictions(answer: Any, rows: int) -> Predictions:
-    """A scoring script's answer as Predictions: ``raw`` is the answer; the labels are its ``pred``,
-    ``prediction`` or ``predictions`` value when it has one, else the answer itself (one per row)."""
-    labels: list[Any] = [answer]
-    if isinstance(answer, dict):
-        for key in ("pred", "prediction", "predictions"):
-            if key in answer:
-                value = answer[key]
-                labels = value if isinstance(value, list) else [value]
-                break
-    elif isinstance(answer, list) and len(answer) == rows:
-        labels = answer
-    return Predictions(labels, raw=answer)
+    """A scoring script's answer as Predictions (``Predictions.from_script``)."""
+    return Predictions.from_script(answer, rows)
 
 
 def _mtime(path: Path) -> float:
